@@ -1,0 +1,3 @@
+"""klaudio: run teams of Claude Code agents in Docker containers."""
+
+__version__ = "0.1.0"

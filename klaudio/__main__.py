@@ -1,0 +1,5 @@
+"""`python -m klaudio` runs the CLI."""
+
+from klaudio.cli.main import main
+
+main()

@@ -1,0 +1,196 @@
+"""Configuration: defaults < config.yaml < KLAUDIO_* environment < flags, loaded once, frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from klaudio.errors import ConfigError
+from klaudio.paths import Paths
+
+DEFAULT_IMAGE = "klaudio-agent:latest"
+DEFAULT_BASE_IMAGE = "node:22-bookworm-slim"
+# Credentials read from the daemon's environment and handed to agents; never stored or logged.
+SECRET_ENV = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
+
+
+@dataclass(frozen=True)
+class ClaudeConfig:
+    """How agents reach the model."""
+
+    base_url: str = ""
+    model: str = ""
+    max_turns: int = 100
+    max_retries: int = 10
+    credentials_file: str = ""
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    """How agent containers are built and run."""
+
+    image: str = DEFAULT_IMAGE
+    base_image: str = DEFAULT_BASE_IMAGE
+    extra_ca_file: str = ""
+    network: str = "bridge"
+    memory: str = "4g"
+    cpus: float = 2.0
+    pids_limit: int = 1024
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    """Limits on concurrent agents."""
+
+    max_concurrent: int = 4
+    per_task: int = 2
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """The daemon process."""
+
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; sections mirror config.yaml."""
+
+    claude: ClaudeConfig = field(default_factory=ClaudeConfig)
+    docker: DockerConfig = field(default_factory=DockerConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+
+
+def load(
+    paths: Paths,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Config:
+    """Load the configuration for paths, layering file, environment and overrides on defaults.
+
+    Args:
+        paths: where config.yaml lives.
+        env: the environment (default: os.environ); KLAUDIO_<SECTION>_<KEY> variables apply.
+        overrides: dotted keys from command-line flags, e.g. {"docker.network": "host"}.
+
+    Raises:
+        ConfigError: naming the bad key, its value and where it came from.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, tuple[Any, str]] = {}
+    for key, value in _read_file(paths.config_file).items():
+        values[key] = (value, str(paths.config_file))
+    for key in _all_keys():
+        name = "KLAUDIO_" + key.replace(".", "_").upper()
+        if name in env:
+            values[key] = (env[name], name)
+    for key, value in (overrides or {}).items():
+        if key not in _all_keys():
+            raise ConfigError(f"unknown config key '{key}'")
+        values[key] = (value, "command line")
+    return _build(values)
+
+
+def _all_keys() -> list[str]:
+    return [
+        f"{section.name}.{item.name}"
+        for section in fields(Config)
+        for item in fields(section.default_factory())  # type: ignore[misc]
+    ]
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    flat: dict[str, Any] = {}
+    known = set(_all_keys())
+    for section, items in data.items():
+        if not isinstance(items, dict):
+            raise ConfigError(f"{path}: section '{section}' must be a mapping")
+        for key, value in items.items():
+            dotted = f"{section}.{key}"
+            if dotted not in known:
+                raise ConfigError(f"{path}: unknown config key '{dotted}'")
+            flat[dotted] = value
+    return flat
+
+
+def _build(values: Mapping[str, tuple[Any, str]]) -> Config:
+    sections: dict[str, Any] = {}
+    for section in fields(Config):
+        default = section.default_factory()  # type: ignore[misc]
+        changes = {}
+        for item in fields(default):
+            dotted = f"{section.name}.{item.name}"
+            if dotted in values:
+                raw, source = values[dotted]
+                changes[item.name] = _coerce(dotted, raw, type(getattr(default, item.name)), source)
+        sections[section.name] = dataclasses.replace(default, **changes)
+    config = Config(**sections)
+    _validate(config)
+    return config
+
+
+def _coerce(key: str, raw: Any, kind: type, source: str) -> Any:
+    try:
+        if kind is bool and isinstance(raw, str):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int and isinstance(raw, float | bool):
+            raise ValueError(raw)
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {key} must be {kind.__name__}, got {raw!r}"
+        ) from None
+
+
+def _validate(config: Config) -> None:
+    checks = [
+        (config.claude.max_turns >= 1, "claude.max_turns must be at least 1"),
+        (config.claude.max_retries >= 0, "claude.max_retries must not be negative"),
+        (config.agents.max_concurrent >= 1, "agents.max_concurrent must be at least 1"),
+        (config.agents.per_task >= 1, "agents.per_task must be at least 1"),
+        (config.docker.cpus > 0, "docker.cpus must be positive"),
+        (config.docker.pids_limit >= 16, "docker.pids_limit must be at least 16"),
+        (bool(config.docker.image), "docker.image must not be empty"),
+        (
+            config.daemon.log_level in ("debug", "info", "warning", "error"),
+            "daemon.log_level must be debug, info, warning or error",
+        ),
+        (
+            not config.claude.base_url or config.claude.base_url.startswith(("http://", "https://")),
+            "claude.base_url must be an http:// or https:// URL",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Return the configuration as nested plain dicts (for `config show`)."""
+    return {section.name: dataclasses.asdict(getattr(config, section.name)) for section in fields(Config)}
+
+
+def credential_summary(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Which credentials the environment provides, masked: never the secret itself."""
+    env = os.environ if env is None else env
+    return {name: ("set (hidden)" if env.get(name) else "not set") for name in SECRET_ENV}

@@ -1,0 +1,82 @@
+"""Where klaudio keeps its config, data, state and socket: one place, built on platformdirs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The directories and files of one klaudio instance."""
+
+    config_file: Path
+    data_dir: Path
+    state_dir: Path
+    runtime_dir: Path
+
+    @property
+    def db_file(self) -> Path:
+        return self.data_dir / "klaudio.db"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.data_dir / "tasks"
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "klaudiod.sock"
+
+    @property
+    def token_file(self) -> Path:
+        return self.state_dir / "token"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "klaudiod.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "klaudiod.log"
+
+
+def resolve(env: Mapping[str, str] | None = None, config_file: str | None = None) -> Paths:
+    """Return the paths for this user, or everything under $KLAUDIO_HOME when it is set.
+
+    Args:
+        env: the environment to read (default: os.environ).
+        config_file: an explicit config file (the --config flag), overriding the default one.
+    """
+    env = os.environ if env is None else env
+    home = env.get("KLAUDIO_HOME")
+    if home:
+        root = Path(home).expanduser().absolute()
+        paths = Paths(root / "config.yaml", root / "data", root / "state", root / "run")
+    else:
+        import platformdirs
+
+        dirs = platformdirs.PlatformDirs("klaudio", appauthor=False)
+        paths = Paths(
+            Path(dirs.user_config_dir) / "config.yaml",
+            Path(dirs.user_data_dir),
+            Path(dirs.user_state_dir),
+            Path(dirs.user_runtime_dir),
+        )
+    chosen = config_file or env.get("KLAUDIO_CONFIG")
+    if chosen:
+        paths = Paths(Path(chosen).expanduser().absolute(), *_dirs(paths))
+    return paths
+
+
+def _dirs(paths: Paths) -> tuple[Path, Path, Path]:
+    return paths.data_dir, paths.state_dir, paths.runtime_dir
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create a directory readable by this user only (0700), fixing looser modes."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
