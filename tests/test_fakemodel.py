@@ -173,36 +173,16 @@ def run_claude(
     for name, content in (files or {}).items():
         (ws / name).write_text(content)
     name = f"klaudio-fakemodel-{uuid.uuid4().hex[:10]}"
+    # fmt: off
     cmd = [
-        "docker",
-        "run",
-        "--rm",
-        "--name",
-        name,
-        "--label",
-        LABEL,
-        "--network",
-        "host",
-        "-v",
-        f"{ws}:/workspace",
-        "-v",
-        f"{home}:/klaudio/home",
-        "-e",
-        f"ANTHROPIC_BASE_URL={model.url}",
-        "-e",
-        "ANTHROPIC_API_KEY=sk-test",
-        "-e",
-        "CLAUDE_CODE_MAX_RETRIES=0",
-        "--entrypoint",
-        "claude",
-        image,
-        "-p",
-        prompt,
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        *args,
+        "docker", "run", "--rm", "--name", name, "--label", LABEL, "--network", "host",
+        "-v", f"{ws}:/workspace", "-v", f"{home}:/klaudio/home",
+        "-e", f"ANTHROPIC_BASE_URL={model.url}", "-e", "ANTHROPIC_API_KEY=sk-test",
+        "-e", "CLAUDE_CODE_MAX_RETRIES=0",
+        "--entrypoint", "claude", image,
+        "-p", prompt, "--output-format", "stream-json", "--verbose", *args,
     ]
+    # fmt: on
     try:
         p = subprocess.run(
             cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT

@@ -119,6 +119,16 @@ class Store:
             query = query.where(Task.state.in_(list(only)))
         return list(query)
 
+    def detail(self, task_id: str) -> dict[str, Any]:
+        """The task's plan, subtasks, agents, questions and cost, read together."""
+        return {
+            "plan": self.plan(task_id),
+            "subtasks": self.subtasks(task_id),
+            "agents": self.agents(task_id),
+            "questions": self.questions(task_id),
+            "cost": self.cost(task_id),
+        }
+
     def delete_task(self, task_id: str) -> None:
         """Delete a task and everything recorded about it."""
         with db.atomic():

@@ -1,0 +1,123 @@
+"""klaudiod: the daemon process (foreground), its start-up, signals and shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+
+from klaudio import __version__
+from klaudio.config import Config, load
+from klaudio.errors import KlaudioError
+from klaudio.paths import Paths, ensure_private_dir, resolve
+from klaudiod import server
+from klaudiod.db import Db
+from klaudiod.runtime import Runtime
+from klaudiod.scheduler import Scheduler
+from klaudiod.services.daemon import DaemonService
+from klaudiod.services.images import ImageService
+from klaudiod.services.stream import StreamService
+from klaudiod.services.tasks import TaskService
+from klaudiod.stream import Bus
+
+log = logging.getLogger("klaudiod")
+
+
+async def serve(config: Config, paths: Paths) -> None:
+    """Run the daemon until SIGTERM, SIGINT or a StopDaemon call."""
+    for folder in (paths.data_dir, paths.state_dir):
+        ensure_private_dir(folder)
+    _claim_pid_file(paths)
+    token = server.ensure_token(paths.token_file)
+    db = Db()
+    await db.open(paths.db_file)
+    bus = Bus()
+    runtime = Runtime()
+    scheduler = Scheduler(config, paths, db, bus, runtime)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    grpc_server = await server.start(
+        paths,
+        token,
+        {
+            "tasks": TaskService(scheduler),
+            "stream": StreamService(db, bus),
+            "daemon": DaemonService(config, paths, db, scheduler, time.time(), stopping.set),
+            "images": ImageService(config, runtime),
+        },
+    )
+    log.info("klaudiod %s listening on %s (pid %d)", __version__, paths.socket, os.getpid())
+    try:
+        await scheduler.recover()
+    except KlaudioError as exc:
+        log.error("recovery incomplete: %s", exc)
+    await stopping.wait()
+    log.info("stopping; agents keep running and are adopted on the next start")
+    await grpc_server.stop(grace=0.5)
+    await scheduler.close()
+    await db.close()
+    paths.socket.unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if paths.pid_file.read_text().strip() == str(os.getpid()):
+            paths.pid_file.unlink()
+
+
+def _claim_pid_file(paths: Paths) -> None:
+    """Refuse to start when another live daemon owns this instance."""
+    try:
+        pid = int(paths.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        pid = 0
+    if pid and pid != os.getpid() and _alive(pid):
+        raise KlaudioError(f"another klaudiod (pid {pid}) already serves {paths.socket}")
+    paths.pid_file.write_text(f"{os.getpid()}\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the klaudiod console script."""
+    parser = argparse.ArgumentParser(
+        prog="klaudiod",
+        description="The klaudio daemon, in the foreground (for service managers). "
+        "Usually `klaudio` starts it for you.",
+    )
+    parser.add_argument("--config", help="config file (default: the platform config dir)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"klaudiod {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        paths = resolve(config_file=args.config)
+        overrides = {"daemon.log_level": args.log_level} if args.log_level else {}
+        config = load(paths, overrides=overrides)
+    except KlaudioError as exc:
+        print(f"klaudiod: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    logging.basicConfig(
+        level=config.daemon.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(config, paths))
+    except KlaudioError as exc:
+        log.error("%s", exc)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

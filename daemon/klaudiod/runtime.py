@@ -1,0 +1,194 @@
+"""Agent containers through docker-py: create or adopt, inspect, stop and remove, by label.
+
+The daemon only ever touches containers carrying LABEL_TASK. Docker errors become klaudio
+errors here, in one place. All functions block: callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from klaudio.errors import KlaudioError, Unavailable
+
+LABEL_TASK = "klaudio.task"
+LABEL_AGENT = "klaudio.agent"
+LABEL_ROLE = "klaudio.role"
+LABEL_EPOCH = "klaudio.epoch"
+# The uid agents run as when the daemon itself runs as root (Claude Code refuses root).
+FALLBACK_AGENT_UID = 1000
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one agent container."""
+
+    name: str
+    image: str
+    command: list[str]
+    labels: dict[str, str]
+    environment: dict[str, str] = field(repr=False)
+    mounts: list[tuple[str, str, bool]]  # (host path, container path, read-only)
+    user: str
+    network: str
+    memory: str
+    cpus: float
+    pids_limit: int
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What Docker says about a container."""
+
+    running: bool
+    exit_code: int | None
+    oom_killed: bool
+    error: str
+
+
+def agent_user() -> tuple[int, int]:
+    """The uid:gid agents run as: the daemon's own, or a non-root one when it is root."""
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        return FALLBACK_AGENT_UID, FALLBACK_AGENT_UID
+    return uid, gid
+
+
+@contextmanager
+def docker_errors(action: str) -> Iterator[None]:
+    """Translate docker-py errors into one-line klaudio errors naming the action."""
+    try:
+        yield
+    except KlaudioError:
+        raise
+    except docker.errors.APIError as exc:
+        detail = exc.explanation if isinstance(exc.explanation, str) else str(exc)
+        raise Unavailable(f"docker: {action}: {detail}") from None
+    except docker.errors.DockerException as exc:
+        raise Unavailable(f"docker: {action}: {str(exc).splitlines()[0]}") from None
+
+
+class Runtime:
+    """The Docker engine, as klaudio uses it."""
+
+    def __init__(self) -> None:
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            with docker_errors("connecting to the engine"):
+                self._client = docker.from_env(timeout=120)
+        return self._client
+
+    def ping(self) -> None:
+        """Check that the engine answers."""
+        with docker_errors("connecting to the engine"):
+            self.client.ping()
+
+    def ensure_started(self, spec: ContainerSpec) -> str:
+        """Create and start the container, or adopt the one already named so; return its id."""
+        with docker_errors(f"starting container {spec.name}"):
+            try:
+                container = self.client.containers.get(spec.name)
+            except docker.errors.NotFound:
+                container = self._create(spec)
+            if container.status == "created":
+                container.start()
+            return str(container.id)
+
+    def _create(self, spec: ContainerSpec) -> Any:
+        return self.client.containers.create(
+            spec.image,
+            command=spec.command,
+            name=spec.name,
+            labels={**spec.labels, **spec.extra_labels},
+            environment=spec.environment,
+            mounts=[
+                Mount(target=target, source=source, type="bind", read_only=ro)
+                for source, target, ro in spec.mounts
+            ],
+            user=spec.user,
+            network_mode=spec.network,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=True,
+            mem_limit=spec.memory,
+            nano_cpus=int(spec.cpus * 1e9),
+            pids_limit=spec.pids_limit,
+            working_dir="/workspace",
+            detach=True,
+        )
+
+    def state(self, name: str) -> ContainerState | None:
+        """The container's state, or None when no such container exists."""
+        with docker_errors(f"inspecting container {name}"):
+            try:
+                attrs = self.client.api.inspect_container(name)
+            except docker.errors.NotFound:
+                return None
+        st = attrs.get("State", {})
+        running = bool(st.get("Running")) or st.get("Status") in ("created", "restarting")
+        return ContainerState(
+            running=running,
+            exit_code=None if running else int(st.get("ExitCode", -1)),
+            oom_killed=bool(st.get("OOMKilled")),
+            error=str(st.get("Error") or ""),
+        )
+
+    def stop(self, name: str, timeout: float = 10) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after timeout); a missing one is fine."""
+        with docker_errors(f"stopping container {name}"):
+            try:
+                self.client.api.stop(name, timeout=int(timeout))
+            except docker.errors.NotFound:
+                pass
+
+    def remove(self, name: str) -> None:
+        """Remove a container, killing it if it still runs; a missing one is fine."""
+        with docker_errors(f"removing container {name}"):
+            try:
+                self.client.api.remove_container(name, force=True)
+            except docker.errors.NotFound:
+                pass
+
+    def labelled(self, task_id: str | None = None) -> list[dict[str, str]]:
+        """The labels of every klaudio container (of one task, when given)."""
+        label = f"{LABEL_TASK}={task_id}" if task_id else LABEL_TASK
+        with docker_errors("listing containers"):
+            found = self.client.api.containers(all=True, filters={"label": label})
+        return [{"name": c["Names"][0].lstrip("/"), **c.get("Labels", {})} for c in found]
+
+    def has_image(self, tag: str) -> dict[str, str] | None:
+        """The labels of the image with this tag, or None when it is missing."""
+        with docker_errors(f"inspecting image {tag}"):
+            try:
+                attrs = self.client.api.inspect_image(tag)
+            except docker.errors.ImageNotFound:
+                return None
+        return dict((attrs.get("Config") or {}).get("Labels") or {})
+
+    def build(
+        self, context: str, tag: str, buildargs: dict[str, str], labels: dict[str, str]
+    ) -> Iterator[str]:
+        """Build an image from a context directory, yielding output lines."""
+        with docker_errors(f"building image {tag}"):
+            stream = self.client.api.build(
+                path=context, tag=tag, buildargs=buildargs, labels=labels, rm=True,
+                forcerm=True, decode=True, pull=False,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    raise Unavailable(f"docker: building image {tag}: {chunk['error'].strip()}")
+                text = chunk.get("stream") or chunk.get("status") or ""
+                for line in str(text).splitlines():
+                    if line.strip():
+                        yield line

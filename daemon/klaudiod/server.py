@@ -1,0 +1,83 @@
+"""The gRPC server on the user's Unix socket (0700 dir, 0600 socket), checking the token."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from klaudio.paths import Paths, ensure_private_dir
+from klaudio.rpc.v1 import daemon_pb2_grpc, images_pb2_grpc, stream_pb2_grpc, tasks_pb2_grpc
+
+TOKEN_METADATA = "x-klaudio-token"
+
+
+def ensure_token(path: Path) -> str:
+    """Read the per-user secret, creating it (0600) on first use."""
+    ensure_private_dir(path.parent)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call that does not carry this user's token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        metadata = dict(details.invocation_metadata or ())
+        given = str(metadata.get(TOKEN_METADATA, "")).encode()
+        if handler is None or hmac.compare_digest(given, self._token):
+            return handler
+        return _refusal(handler)
+
+
+def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    message = "missing or wrong daemon token (the token file is readable by its owner only)"
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            stream, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        unary, handler.request_deserializer, handler.response_serializer
+    )
+
+
+async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio.Server:
+    """Start serving the servicers on the instance's socket and return the server."""
+    ensure_private_dir(paths.runtime_dir)
+    paths.socket.unlink(missing_ok=True)
+    server = grpc.aio.server(
+        interceptors=[TokenInterceptor(token)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+    )
+    tasks_pb2_grpc.add_TaskServiceServicer_to_server(servicers["tasks"], server)
+    stream_pb2_grpc.add_StreamServiceServicer_to_server(servicers["stream"], server)
+    daemon_pb2_grpc.add_DaemonServiceServicer_to_server(servicers["daemon"], server)
+    images_pb2_grpc.add_ImageServiceServicer_to_server(servicers["images"], server)
+    server.add_insecure_port(f"unix:{paths.socket}")
+    await server.start()
+    os.chmod(paths.socket, 0o600)
+    return server

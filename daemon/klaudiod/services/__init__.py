@@ -1,0 +1,1 @@
+"""gRPC servicers: proto <-> domain conversion only; the rules live in the scheduler."""

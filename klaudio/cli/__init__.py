@@ -1,0 +1,1 @@
+"""The klaudio command-line interface."""

@@ -1,0 +1,73 @@
+"""The klaudio command: global options, sub-commands, and the one place errors become exits."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from klaudio import __version__, errors
+from klaudio.cli import config, daemon, image, task
+from klaudio.cli.common import OPTIONS
+
+EPILOG = (
+    "Exit codes: 0 ok (task completed); 1 task failed; 2 bad input; 3 not found; "
+    "4 not allowed in the current state; 5 daemon or Docker unavailable; 6 timed out; "
+    "7 task paused, cancelled or awaiting answers; 130 interrupted."
+)
+
+app = typer.Typer(
+    name="klaudio",
+    help="Run teams of Claude Code agents in Docker containers: a planner writes a plan, you "
+    "approve it, agents carry it out while their output streams to your terminal.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(task.app, name="task")
+app.add_typer(daemon.app, name="daemon")
+app.add_typer(config.app, name="config")
+app.add_typer(image.app, name="image")
+app.command("run", epilog=EPILOG)(task.run)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"klaudio {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config_file: Annotated[
+        str | None, typer.Option("--config", help="Config file (default: platform config dir).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Global options."""
+    OPTIONS.config_file = config_file
+    OPTIONS.debug = debug
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning every error into one line and a documented exit code."""
+    try:
+        app()
+    except errors.KlaudioError as exc:
+        if OPTIONS.debug:
+            raise
+        print(f"klaudio: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(errors.EXIT_INTERRUPTED)
+    except Exception as exc:
+        if OPTIONS.debug:
+            raise
+        print(f"klaudio: internal error: {exc} (run with --debug for details)", file=sys.stderr)
+        sys.exit(errors.EXIT_INTERNAL)

@@ -1,0 +1,217 @@
+"""The one gRPC client of the daemon: typed calls, and gRPC errors mapped to klaudio errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from klaudio import errors
+from klaudio.paths import Paths, ensure_private_dir
+from klaudio.rpc.v1 import (
+    daemon_pb2,
+    daemon_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+    tasks_pb2,
+    tasks_pb2_grpc,
+)
+
+T = TypeVar("T")
+TOKEN_METADATA = "x-klaudio-token"
+START_TIMEOUT = 15.0
+CALL_TIMEOUT = 60.0
+
+_KINDS: dict[grpc.StatusCode, type[errors.KlaudioError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Timeout,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+}
+
+
+def translate(exc: grpc.RpcError) -> errors.KlaudioError:
+    """The klaudio error for a failed call: one exception type per status code."""
+    code = exc.code()  # type: ignore[attr-defined]
+    detail = exc.details() or code.name.lower()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE and ("connect" in detail or "socket" in detail):
+        detail = "daemon not running: start it with `klaudio daemon start`"
+    if code == grpc.StatusCode.CANCELLED:
+        return errors.Unavailable("the daemon went away during the call")
+    return _KINDS.get(code, errors.Internal)(detail)
+
+
+@contextmanager
+def mapped() -> Iterator[None]:
+    """Raise klaudio errors instead of grpc.RpcError inside the block."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise translate(exc) from None
+
+
+class Client:
+    """Calls to a running daemon over its Unix socket."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self._channel = grpc.insecure_channel(f"unix:{paths.socket}")
+        self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
+        self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
+        self._daemon = daemon_pb2_grpc.DaemonServiceStub(self._channel)
+        self._images = images_pb2_grpc.ImageServiceStub(self._channel)
+        self._metadata: list[tuple[str, str]] = []
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def _auth(self) -> list[tuple[str, str]]:
+        if not self._metadata:
+            try:
+                token = self.paths.token_file.read_text().strip()
+            except FileNotFoundError:
+                raise errors.Unavailable(
+                    "daemon not running: start it with `klaudio daemon start`"
+                ) from None
+            except PermissionError:
+                raise errors.Unauthenticated(
+                    f"cannot read the daemon token {self.paths.token_file}"
+                ) from None
+            self._metadata = [(TOKEN_METADATA, token)]
+        return self._metadata
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = CALL_TIMEOUT) -> T:
+        with mapped():
+            return method(request, timeout=timeout, metadata=self._auth())
+
+    # Tasks --------------------------------------------------------------------------------
+
+    def create_task(
+        self, prompt: str, name: str = "", repo: str = "", start: bool = False,
+        auto_approve: bool = False,
+    ) -> tasks_pb2.Task:
+        request = tasks_pb2.CreateTaskRequest(
+            prompt=prompt, name=name, repo=repo, start=start, auto_approve=auto_approve
+        )
+        return self._call(self._tasks.CreateTask, request, timeout=None).task
+
+    def list_tasks(self, states: list[str] | None = None) -> list[tasks_pb2.Task]:
+        values = [tasks_pb2.TaskState.Value("TASK_STATE_" + s.upper()) for s in states or []]
+        return list(self._call(self._tasks.ListTasks, tasks_pb2.ListTasksRequest(states=values)).tasks)
+
+    def get_task(self, task_id: str) -> tasks_pb2.Task:
+        return self._call(self._tasks.GetTask, tasks_pb2.GetTaskRequest(task_id=task_id)).task
+
+    def start_task(self, task_id: str) -> tasks_pb2.Task:
+        return self._call(self._tasks.StartTask, tasks_pb2.StartTaskRequest(task_id=task_id)).task
+
+    def approve_task(self, task_id: str) -> tasks_pb2.Task:
+        request = tasks_pb2.ApproveTaskRequest(task_id=task_id)
+        return self._call(self._tasks.ApproveTask, request).task
+
+    def delete_task(self, task_id: str) -> None:
+        self._call(self._tasks.DeleteTask, tasks_pb2.DeleteTaskRequest(task_id=task_id))
+
+    def wait_task(self, task_id: str, timeout: float | None = None) -> tasks_pb2.Task:
+        request = tasks_pb2.WaitTaskRequest(task_id=task_id)
+        try:
+            return self._call(self._tasks.WaitTask, request, timeout=timeout).task
+        except errors.Timeout:
+            raise errors.Timeout(f"task {task_id} did not settle within {timeout:g}s") from None
+
+    def follow_task(
+        self, task_id: str, agent: str = "", since_seq: int = 0, follow: bool = True
+    ) -> Iterator[stream_pb2.Event]:
+        """Yield the task's events after since_seq; with follow, live until it settles."""
+        request = stream_pb2.FollowTaskRequest(
+            task_id=task_id, agent=agent, since_seq=since_seq, follow=follow
+        )
+        call = self._stream.FollowTask(request, metadata=self._auth())
+        try:
+            with mapped():
+                for response in call:
+                    yield response.event
+        finally:
+            call.cancel()
+
+    # Daemon and image ---------------------------------------------------------------------
+
+    def health(self, timeout: float = CALL_TIMEOUT) -> daemon_pb2.GetHealthResponse:
+        return self._call(self._daemon.GetHealth, daemon_pb2.GetHealthRequest(), timeout=timeout)
+
+    def stop_daemon(self) -> None:
+        self._call(self._daemon.StopDaemon, daemon_pb2.StopDaemonRequest())
+
+    def build_image(
+        self, base_image: str = "", extra_ca_file: str = "", tag: str = "", force: bool = False
+    ) -> Iterator[images_pb2.BuildImageResponse]:
+        request = images_pb2.BuildImageRequest(
+            base_image=base_image, extra_ca_file=extra_ca_file, tag=tag, force=force
+        )
+        with mapped():
+            yield from self._images.BuildImage(request, metadata=self._auth())
+
+
+def answers(client: Client, timeout: float = 1.0) -> bool:
+    """Whether a daemon answers on the client's socket."""
+    if not client.paths.socket.exists():
+        return False
+    try:
+        client.health(timeout=timeout)
+    except errors.Unauthenticated:
+        raise
+    except errors.KlaudioError:
+        return False
+    return True
+
+
+def start_daemon(paths: Paths, config_file: str | None = None) -> int:
+    """Start klaudiod in the background and wait until it answers; return its pid.
+
+    Raises:
+        Unavailable: when it does not answer within START_TIMEOUT, naming its log.
+    """
+    ensure_private_dir(paths.state_dir)
+    command = [sys.executable, "-m", "klaudiod"]
+    if config_file:
+        command += ["--config", config_file]
+    with open(paths.log_file, "ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env=os.environ.copy(),
+        )
+    client = Client(paths)
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise errors.Unavailable(
+                    f"klaudiod exited with status {process.returncode}; see {paths.log_file}"
+                )
+            if answers(client, timeout=0.5):
+                return process.pid
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise errors.Unavailable(f"klaudiod did not answer within {START_TIMEOUT:g}s; see {paths.log_file}")
+
+
+def read_pid(paths: Paths) -> int | None:
+    """The pid in the daemon's pid file, if any."""
+    try:
+        return int(Path(paths.pid_file).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None

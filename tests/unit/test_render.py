@@ -1,0 +1,647 @@
+import json
+from typing import Any
+
+import pytest
+
+from klaudio.cli.render import Renderer
+
+# Payloads below follow the measured samples in claude-code-headless.md sections 2.1-2.5.
+INIT = json.dumps(
+    {
+        "type": "system",
+        "subtype": "init",
+        "cwd": "/w/w1",
+        "session_id": "6dc66eaa-f248-46b6-a850-529d8c21cd45",
+        "tools": ["Task", "Bash", "CronCreate", "CronDelete"],
+        "mcp_servers": [],
+        "model": "claude-opus-5-5",
+        "permissionMode": "bypassPermissions",
+        "apiKeySource": "ANTHROPIC_API_KEY",
+        "claude_code_version": "2.1.328",
+        "output_style": "default",
+        "analytics_disabled": True,
+        "original_cwd": "/w/w1",
+        "fast_mode_state": "off",
+    }
+)
+
+
+def assistant(block: dict[str, Any], **extra: Any) -> str:
+    event = {
+        "type": "assistant",
+        "message": {
+            "id": "msg_26a9",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-opus-5-5",
+            "content": [block],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 1},
+            "context_management": None,
+        },
+        "parent_tool_use_id": None,
+        "session_id": "6dc6",
+        "uuid": "c7c9",
+        "timestamp": "2026-11-23T19:36:46.760Z",
+        "request_id": "req_fake_1",
+    }
+    event.update(extra)
+    return json.dumps(event)
+
+
+TEXT = assistant({"type": "text", "text": "I'll write the file."})
+WRITE = assistant(
+    {
+        "type": "tool_use",
+        "id": "toolu_2a1f",
+        "name": "Write",
+        "input": {"file_path": "/w/w1/hello.txt", "content": "hello from fake model\n"},
+    }
+)
+WRITE_RESULT = json.dumps(
+    {
+        "type": "user",
+        "message": {
+            "role": "user",
+            "content": [
+                {
+                    "tool_use_id": "toolu_2a1f",
+                    "type": "tool_result",
+                    "content": "File created successfully at: /w/w1/hello.txt (file state is "
+                    "current in your context — no need to Read it back)",
+                }
+            ],
+        },
+        "parent_tool_use_id": None,
+        "session_id": "6dc6",
+        "uuid": "dcb3",
+        "timestamp": "2026-11-23T19:36:46.800Z",
+        "tool_use_result": {
+            "type": "create",
+            "filePath": "/w/w1/hello.txt",
+            "content": "hello from fake model\n",
+            "structuredPatch": [],
+            "originalFile": None,
+            "userModified": False,
+        },
+        "tool_result_meta": [
+            {
+                "id": "toolu_2a1f",
+                "permission_decision": {
+                    "decision": "accept",
+                    "source": "config",
+                    "reason_type": "mode",
+                },
+            }
+        ],
+    }
+)
+
+
+def tool_result(content: Any, is_error: bool | None = None, **extra: Any) -> str:
+    block: dict[str, Any] = {"tool_use_id": "toolu_x", "type": "tool_result", "content": content}
+    if is_error is not None:
+        block["is_error"] = is_error
+    event = {"type": "user", "message": {"role": "user", "content": [block]}, "session_id": "s"}
+    event.update(extra)
+    return json.dumps(event)
+
+
+ERROR_RESULT = tool_result(
+    "Claude requested permissions to write to /w/w1/x.txt, but you haven't granted it yet.",
+    is_error=True,
+)
+API_RETRY = json.dumps(
+    {
+        "type": "system",
+        "subtype": "api_retry",
+        "attempt": 1,
+        "max_retries": 10,
+        "retry_delay_ms": 546,
+        "error_status": 500,
+        "error": "server_error",
+    }
+)
+API_ERROR_MESSAGE = json.dumps(
+    {
+        "type": "assistant",
+        "message": {
+            "model": "<synthetic>",
+            "content": [{"type": "text", "text": "Invalid API key · Fix external API key"}],
+        },
+        "error": "authentication_failed",
+        "is_api_error_message": True,
+        "api_error_status": 401,
+        "api_error_type": "authentication_error",
+    }
+)
+
+
+def result(cost: float = 0.00028, **extra: Any) -> str:
+    event: dict[str, Any] = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "result": "Done: wrote hello.txt",
+        "num_turns": 2,
+        "session_id": "6dc66eaa",
+        "stop_reason": "end_turn",
+        "terminal_reason": "completed",
+        "api_error_status": None,
+        "duration_ms": 209,
+        "total_cost_usd": cost,
+        "usage": {"input_tokens": 20, "output_tokens": 10},
+        "permission_denials": [],
+        "result_index": 0,
+    }
+    event.update(extra)
+    return json.dumps(event)
+
+
+RESULT_API_ERROR = result(
+    cost=0.0,
+    is_error=True,
+    result="API Error: 500 Internal server error",
+    terminal_reason="api_error",
+    api_error_status=500,
+    num_turns=1,
+)
+
+
+def agent_lines(r: Renderer, payload: str, agent: str = "a") -> list[str]:
+    return r.render(1, agent, 1, payload)
+
+
+def task_lines(r: Renderer, event: dict[str, Any]) -> list[str]:
+    return r.render(1, "", 2, json.dumps(event))
+
+
+def has_ansi(lines: list[str]) -> bool:
+    return any("\x1b" in line for line in lines)
+
+
+# -- agent events -------------------------------------------------------------------------------
+
+
+def test_init() -> None:
+    assert agent_lines(Renderer(), INIT) == ["[a] session started (model claude-opus-5-5)"]
+
+
+def test_init_repeated_for_same_session_prints_once() -> None:
+    r = Renderer()
+    assert agent_lines(r, INIT)
+    assert agent_lines(r, INIT) == []
+
+
+def test_assistant_text() -> None:
+    assert agent_lines(Renderer(), TEXT) == ["[a] I'll write the file."]
+
+
+def test_assistant_multiline_text_prefixes_every_line() -> None:
+    payload = assistant({"type": "text", "text": "line one\nline two\n"})
+    assert agent_lines(Renderer(), payload) == ["[a] line one", "[a] line two"]
+
+
+def test_tool_use_write_relative_to_cwd() -> None:
+    r = Renderer()
+    agent_lines(r, INIT)
+    assert agent_lines(r, WRITE) == ["[a] → Write hello.txt"]
+
+
+def test_tool_use_write_without_init_keeps_path() -> None:
+    assert agent_lines(Renderer(), WRITE) == ["[a] → Write /w/w1/hello.txt"]
+
+
+@pytest.mark.parametrize(
+    ("name", "tool_input", "expected"),
+    [
+        ("Bash", {"command": "ls -la\necho done", "description": "List"}, "→ Bash ls -la …"),
+        ("Grep", {"pattern": "def main", "path": "src"}, "→ Grep def main"),
+        ("Glob", {"pattern": "**/*.py"}, "→ Glob **/*.py"),
+        ("StructuredOutput", {"subtasks": [{"id": "a"}]}, "→ StructuredOutput"),
+        (
+            "WebFetch",
+            {"url": "https://example.com", "prompt": "x"},
+            "→ WebFetch https://example.com",
+        ),
+        ("TodoWrite", {"todos": [{"content": "x"}]}, "→ TodoWrite"),
+    ],
+)
+def test_tool_use_summaries(name: str, tool_input: dict[str, Any], expected: str) -> None:
+    payload = assistant({"type": "tool_use", "id": "toolu_1", "name": name, "input": tool_input})
+    assert agent_lines(Renderer(), payload) == [f"[a] {expected}"]
+
+
+def test_tool_use_long_bash_command_truncated() -> None:
+    command = "echo " + "x" * 200
+    payload = assistant(
+        {"type": "tool_use", "id": "t", "name": "Bash", "input": {"command": command}}
+    )
+    (line,) = agent_lines(Renderer(), payload)
+    assert line.startswith("[a] → Bash echo xxx")
+    assert line.endswith("…")
+    assert len(line) < 100
+
+
+def test_thinking_prints_nothing() -> None:
+    payload = assistant({"type": "thinking", "thinking": "hmm", "signature": "sig"})
+    assert agent_lines(Renderer(), payload) == []
+
+
+def test_api_error_message() -> None:
+    assert agent_lines(Renderer(), API_ERROR_MESSAGE) == [
+        "[a] ! Invalid API key · Fix external API key"
+    ]
+
+
+def test_tool_result_success_single_line() -> None:
+    (line,) = agent_lines(Renderer(), WRITE_RESULT)
+    assert line.startswith("[a]   ✓ File created successfully")
+    assert len(line) < 100
+
+
+def test_tool_result_counts_lines() -> None:
+    content = "\n".join(f"{i}\tline {i}" for i in range(1, 13)) + "\n"
+    assert agent_lines(Renderer(), tool_result(content)) == ["[a]   ✓ 12 lines"]
+
+
+def test_tool_result_block_list_content() -> None:
+    content = [{"type": "text", "text": "one\ntwo"}, {"type": "text", "text": "three"}]
+    assert agent_lines(Renderer(), tool_result(content)) == ["[a]   ✓ 3 lines"]
+
+
+def test_tool_result_empty() -> None:
+    assert agent_lines(Renderer(), tool_result("")) == ["[a]   ✓ (no output)"]
+
+
+def test_tool_result_error() -> None:
+    assert agent_lines(Renderer(), ERROR_RESULT) == [
+        "[a]   ✗ Claude requested permissions to write to /w/w1/x.txt, "
+        "but you haven't granted it yet."
+    ]
+
+
+def test_tool_result_error_strips_tags_and_truncates() -> None:
+    text = "<tool_use_error>Error: No such tool available: Write. " + "y" * 300
+    (line,) = agent_lines(Renderer(), tool_result(text + "\nmore</tool_use_error>", True))
+    assert line.startswith("[a]   ✗ Error: No such tool available: Write. yyy")
+    assert "<tool_use_error>" not in line
+    assert line.endswith("…")
+    assert len(line) < 140
+
+
+def test_structured_output_result_is_folded_away() -> None:
+    r = Renderer()
+    call = {"type": "tool_use", "id": "toolu_x", "name": "StructuredOutput", "input": {"a": 1}}
+    assert agent_lines(r, assistant(call)) == ["[a] → StructuredOutput"]
+    assert agent_lines(r, tool_result("Structured output provided successfully")) == []
+
+
+def test_replay_prints_nothing() -> None:
+    payload = json.dumps(
+        {"type": "user", "message": {"role": "user", "content": "hi"}, "isReplay": True}
+    )
+    assert agent_lines(Renderer(), payload) == []
+
+
+def test_synthetic_nudge_is_one_dim_line() -> None:
+    text = "[structured-output-enforce] You MUST call the StructuredOutput tool\nsecond line"
+    payload = json.dumps(
+        {
+            "type": "user",
+            "message": {"role": "user", "content": [{"type": "text", "text": text}]},
+            "isSynthetic": True,
+        }
+    )
+    lines = agent_lines(Renderer(), payload)
+    assert len(lines) == 1
+    assert "You MUST call the StructuredOutput tool" in lines[0]
+
+
+def test_api_retry() -> None:
+    assert agent_lines(Renderer(), API_RETRY) == ["[a] ! API retry 1/10 (server_error)"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "system", "subtype": "thinking_tokens", "estimated_tokens": 9},
+        {"type": "system", "subtype": "status", "status": "requesting"},
+        {"type": "system", "subtype": "task_started", "task_id": "t", "task_type": "local_bash"},
+        {"type": "stream_event", "event": {"type": "content_block_delta", "index": 0}},
+        {"type": "rate_limit_event", "rate_limit_info": {"status": "allowed"}},
+        {"type": "control_response", "response": {"subtype": "success"}},
+    ],
+)
+def test_other_events_print_nothing(event: dict[str, Any]) -> None:
+    assert agent_lines(Renderer(), json.dumps(event)) == []
+
+
+def test_result_success() -> None:
+    assert agent_lines(Renderer(), result()) == ["[a] ✓ done in 2 turns, $0.0003"]
+
+
+def test_result_api_error() -> None:
+    assert agent_lines(Renderer(), RESULT_API_ERROR) == [
+        "[a] ✗ failed: api_error: API Error: 500 Internal server error"
+    ]
+
+
+def test_result_max_turns_uses_errors() -> None:
+    payload = result(
+        subtype="error_max_turns",
+        is_error=True,
+        terminal_reason="max_turns",
+        errors=["Reached maximum number of turns (2)"],
+    )
+    assert agent_lines(Renderer(), payload) == [
+        "[a] ✗ failed: max_turns: Reached maximum number of turns (2)"
+    ]
+
+
+def test_result_error_without_reason_uses_subtype() -> None:
+    payload = json.dumps({"type": "result", "subtype": "error_during_execution", "is_error": True})
+    assert agent_lines(Renderer(), payload) == ["[a] ✗ failed: error_during_execution"]
+
+
+def test_non_json_line_printed_as_is() -> None:
+    assert agent_lines(Renderer(), "npm WARN deprecated foo@1.0") == [
+        "[a] npm WARN deprecated foo@1.0"
+    ]
+
+
+def test_non_object_json_printed_as_is() -> None:
+    assert agent_lines(Renderer(), "42") == ["[a] 42"]
+
+
+def test_blank_line_prints_nothing() -> None:
+    assert agent_lines(Renderer(), "   ") == []
+
+
+def test_escape_sequences_in_payload_are_stripped() -> None:
+    payload = assistant({"type": "text", "text": "\x1b[31mred\x1b[0m text\x07"})
+    assert agent_lines(Renderer(), payload) == ["[a] red text"]
+
+
+def test_show_agent_false_has_no_prefix() -> None:
+    r = Renderer(show_agent=False)
+    assert agent_lines(r, TEXT) == ["I'll write the file."]
+    assert agent_lines(r, result()) == ["✓ done in 2 turns, $0.0003"]
+
+
+def test_agent_names_padded_to_common_width() -> None:
+    r = Renderer()
+    agent_lines(r, TEXT, agent="backend")
+    assert agent_lines(r, TEXT, agent="a") == ["[a]       I'll write the file."]
+
+
+def test_subagent_output_is_indented() -> None:
+    payload = assistant({"type": "text", "text": "sub"}, parent_tool_use_id="toolu_agent")
+    assert agent_lines(Renderer(), payload) == ["[a]   sub"]
+
+
+# -- task events --------------------------------------------------------------------------------
+
+
+def test_task_state() -> None:
+    r = Renderer()
+    assert task_lines(r, {"type": "task", "state": "planning", "reason": ""}) == [
+        "── task planning"
+    ]
+    assert task_lines(r, {"type": "task", "state": "failed", "reason": "no credentials"}) == [
+        "── task failed: no credentials"
+    ]
+
+
+def test_plan() -> None:
+    event = {
+        "type": "plan",
+        "version": 1,
+        "strategy": "dag",
+        "subtasks": [
+            {"id": "a", "name": "Write it", "depends_on": []},
+            {"id": "b", "name": "Test it", "depends_on": ["a"]},
+        ],
+    }
+    assert task_lines(Renderer(), event) == [
+        "── plan v1 (dag), 2 subtasks",
+        "   a  Write it",
+        "   b  Test it  (after a)",
+    ]
+
+
+def test_plan_pads_ids() -> None:
+    event = {
+        "type": "plan",
+        "version": 2,
+        "strategy": "parallel",
+        "subtasks": [{"id": "api", "name": "API"}, {"id": "ui", "name": "UI", "depends_on": 3}],
+    }
+    assert task_lines(Renderer(), event) == [
+        "── plan v2 (parallel), 2 subtasks",
+        "   api  API",
+        "   ui   UI",
+    ]
+
+
+def test_questions() -> None:
+    event = {
+        "type": "questions",
+        "questions": [{"id": "q1", "text": "Which DB?"}, {"id": "q2", "text": "Which port?"}],
+    }
+    assert task_lines(Renderer(), event) == [
+        "── planner asks:",
+        "   q1: Which DB?",
+        "   q2: Which port?",
+    ]
+
+
+def test_subtask() -> None:
+    event = {"type": "subtask", "id": "a", "name": "Write it", "state": "running"}
+    assert task_lines(Renderer(), event) == ["── subtask a running"]
+
+
+def test_agent_lifecycle() -> None:
+    r = Renderer()
+    assert task_lines(r, {"type": "agent", "agent": "a", "state": "starting"}) == [
+        "── agent a started"
+    ]
+    assert task_lines(r, {"type": "agent", "agent": "a", "state": "running"}) == []
+    completed = {
+        "type": "agent",
+        "agent": "a",
+        "state": "completed",
+        "exit_code": 0,
+        "cost_usd": 0.001,
+        "reason": "",
+    }
+    assert task_lines(r, completed) == ["── agent a completed (exit 0)"]
+    failed = {"type": "agent", "agent": "b", "state": "failed", "exit_code": 1, "reason": "oom"}
+    assert task_lines(r, failed) == ["── agent b failed (exit 1): oom"]
+
+
+def test_unknown_task_event() -> None:
+    assert task_lines(Renderer(), {"type": "mystery", "x": 1}) == []
+
+
+def test_unknown_kind() -> None:
+    assert Renderer().render(1, "a", 7, TEXT) == []
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+MALFORMED_AGENT = [
+    "{}",
+    "[]",
+    "null",
+    '{"type": ["assistant"]}',
+    '{"type": "assistant"}',
+    '{"type": "assistant", "message": "oops"}',
+    '{"type": "assistant", "message": {"content": [null, 3, {"type": "tool_use"}]}}',
+    '{"type": "assistant", "message": {"content": [{"type": "tool_use", "name": 5, "input": []}]}}',
+    '{"type": "assistant", "message": {"content": [{"type": "text", "text": null}]}}',
+    '{"type": "assistant", "is_api_error_message": true, "message": null}',
+    '{"type": "user", "message": {"content": [{"type": "tool_result", "content": {"x": 1}}]}}',
+    '{"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": []}]}}',
+    '{"type": "user", "isSynthetic": true, "message": {"content": 7}}',
+    '{"type": "system", "subtype": "init", "model": 5, "cwd": [], "session_id": {}}',
+    '{"type": "system", "subtype": "api_retry", "attempt": "x", "error": null}',
+    '{"type": "result", "total_cost_usd": "lots", "num_turns": "two", "is_error": "no"}',
+    '{"type": "result", "is_error": true, "errors": [null], "result": 5}',
+    '{"type": "result", "total_cost_usd": NaN}',
+    "[" * 100000,
+    '{"type": "assistant"',
+]
+
+MALFORMED_TASK: list[Any] = [
+    "not json",
+    "[]",
+    {},
+    {"type": "task"},
+    {"type": "plan", "subtasks": "many", "version": "one"},
+    {"type": "plan", "subtasks": [None, {"id": None, "depends_on": [1, None]}]},
+    {"type": "questions", "questions": None},
+    {"type": "questions", "questions": [None, {"text": 5}, {"id": 1, "text": "ok?"}]},
+    {"type": "subtask"},
+    {"type": "agent", "exit_code": "zero", "cost_usd": -1, "reason": ["x"]},
+]
+
+
+@pytest.mark.parametrize("payload", MALFORMED_AGENT)
+def test_malformed_agent_events_never_raise(payload: str) -> None:
+    lines = Renderer(color=True).render(1, "a", 1, payload)
+    assert isinstance(lines, list)
+    assert all(isinstance(line, str) and "\n" not in line for line in lines)
+
+
+@pytest.mark.parametrize("event", MALFORMED_TASK)
+def test_malformed_task_events_never_raise(event: Any) -> None:
+    payload = event if isinstance(event, str) else json.dumps(event)
+    lines = Renderer(color=True).render(1, "a", 2, payload)
+    assert isinstance(lines, list)
+    assert all(isinstance(line, str) and "\n" not in line for line in lines)
+
+
+def test_malformed_examples_degrade() -> None:
+    r = Renderer()
+    assert task_lines(r, {"type": "plan", "subtasks": "many"}) == ["── plan, 0 subtasks"]
+    assert agent_lines(r, '{"type": "system", "subtype": "api_retry"}') == ["[a] ! API retry"]
+    assert agent_lines(r, '{"type": "result", "is_error": true}') == ["[a] ✗ failed"]
+    assert task_lines(
+        r, {"type": "questions", "questions": [None, {"text": 5}, {"id": 1, "text": "ok?"}]}
+    ) == ["── planner asks:", "   1: ok?"]
+
+
+def test_wrong_argument_types_never_raise() -> None:
+    r = Renderer()
+    assert r.render(1, None, 1, None) == []  # type: ignore[arg-type]
+    assert r.render(1, "a", 2, b"{}") == []  # type: ignore[arg-type]
+
+
+# -- color --------------------------------------------------------------------------------------
+
+ALL_AGENT_PAYLOADS = [
+    INIT,
+    TEXT,
+    WRITE,
+    WRITE_RESULT,
+    ERROR_RESULT,
+    API_RETRY,
+    API_ERROR_MESSAGE,
+    result(),
+    RESULT_API_ERROR,
+    "plain text",
+]
+ALL_TASK_EVENTS: list[dict[str, Any]] = [
+    {"type": "task", "state": "planning", "reason": ""},
+    {"type": "plan", "version": 1, "strategy": "dag", "subtasks": [{"id": "a", "name": "W"}]},
+    {"type": "questions", "questions": [{"id": "q1", "text": "Which DB?"}]},
+    {"type": "subtask", "id": "a", "name": "Write it", "state": "completed"},
+    {"type": "agent", "agent": "a", "state": "starting"},
+    {"type": "agent", "agent": "a", "state": "failed", "exit_code": 1, "reason": "x"},
+]
+
+
+def render_all(r: Renderer) -> list[str]:
+    lines: list[str] = []
+    for payload in ALL_AGENT_PAYLOADS:
+        lines += agent_lines(r, payload)
+    for event in ALL_TASK_EVENTS:
+        lines += task_lines(r, event)
+    return lines
+
+
+def test_no_ansi_without_color() -> None:
+    lines = render_all(Renderer(color=False))
+    assert len(lines) >= 15
+    assert not has_ansi(lines)
+    assert not has_ansi(Renderer().summary())
+
+
+def test_color_output() -> None:
+    r = Renderer(color=True)
+    lines = render_all(r)
+    assert has_ansi(lines)
+    success = agent_lines(r, result())[0]
+    failure = agent_lines(r, RESULT_API_ERROR)[0]
+    assert "\x1b[32m✓ done" in success
+    assert "\x1b[31m✗ failed" in failure
+    assert "\x1b[2m" in agent_lines(r, tool_result("ok"))[0]
+
+
+def test_agent_color_is_stable() -> None:
+    first = agent_lines(Renderer(color=True), TEXT, agent="worker")[0]
+    second = agent_lines(Renderer(color=True), TEXT, agent="worker")[0]
+    assert first == second
+    assert first.startswith("\x1b[")
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+def test_summary_totals_last_result_per_agent() -> None:
+    r = Renderer()
+    agent_lines(r, result(cost=0.002, result_index=0), agent="a")
+    agent_lines(r, result(cost=0.005, result_index=1), agent="a")  # cumulative: replaces 0.002
+    agent_lines(r, result(cost=0.0073), agent="b")
+    assert r.summary() == ["cost: $0.0123 (2 agents)"]
+
+
+def test_summary_single_agent_and_errors_count() -> None:
+    r = Renderer()
+    agent_lines(r, RESULT_API_ERROR, agent="a")
+    assert r.summary() == ["cost: $0.0000 (1 agent)"]
+
+
+def test_summary_empty_when_no_costs() -> None:
+    r = Renderer()
+    agent_lines(r, TEXT)
+    assert r.summary() == []
+
+
+def test_summary_uses_daemon_agent_cost() -> None:
+    r = Renderer()
+    agent_lines(r, result(cost=0.001), agent="a")
+    task_lines(r, {"type": "agent", "agent": "b", "state": "completed", "cost_usd": 0.002})
+    assert r.summary() == ["cost: $0.0030 (2 agents)"]
