@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,16 @@ def resolve(env: Mapping[str, str] | None = None, config_file: str | None = None
         import platformdirs
 
         dirs = platformdirs.PlatformDirs("klaudio", appauthor=False)
+        with warnings.catch_warnings():
+            # Without XDG_RUNTIME_DIR platformdirs falls back to /tmp/runtime-UID and says so;
+            # ensure_private_dir makes that directory private either way.
+            warnings.simplefilter("ignore")
+            runtime_dir = Path(dirs.user_runtime_dir)
         paths = Paths(
             Path(dirs.user_config_dir) / "config.yaml",
             Path(dirs.user_data_dir),
             Path(dirs.user_state_dir),
-            Path(dirs.user_runtime_dir),
+            runtime_dir,
         )
     chosen = config_file or env.get("KLAUDIO_CONFIG")
     if chosen:

@@ -325,12 +325,16 @@ class Store:
     def events(
         self, task_id: str, since_seq: int, agent: str = "", limit: int = 500
     ) -> list[StreamEvent]:
-        """Up to limit events after since_seq, in order; with agent, that agent's and task events."""
+        """Up to limit events after since_seq, in order; with agent, only that agent's events and
+        the task's own (agentless) events."""
         query = StreamEvent.select().where(
             (StreamEvent.task == task_id) & (StreamEvent.seq > since_seq)
         )
         if agent:
-            query = query.where((StreamEvent.agent == agent) | (StreamEvent.kind == KIND_TASK))
+            query = query.where(
+                (StreamEvent.agent == agent)
+                | ((StreamEvent.kind == KIND_TASK) & (StreamEvent.agent == ""))
+            )
         return list(query.order_by(StreamEvent.seq).limit(limit))
 
     def _emit(self, task_id: str, payload: dict[str, Any], agent: str = "") -> StreamEvent:

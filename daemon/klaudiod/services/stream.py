@@ -13,7 +13,6 @@ from klaudiod import states
 from klaudiod.db import Db
 from klaudiod.services import convert
 from klaudiod.services.errors import mapped
-from klaudiod.store import KIND_TASK
 from klaudiod.stream import Bus, Event, Overflow
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -67,7 +66,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                         last = missed.seq
                         yield _response(missed)
                 last = event.seq
-                if not agent or event.agent == agent or event.kind == KIND_TASK:
+                if not agent or event.agent in (agent, ""):
                     yield _response(event)
                 if event.settles():
                     return

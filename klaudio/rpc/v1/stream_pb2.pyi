@@ -87,7 +87,7 @@ class FollowTaskRequest(_message.Message):
     FOLLOW_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     agent: _builtins.str
-    """Only this agent's events (task events are always sent)."""
+    """Only this agent's events (the task's own lifecycle events are always sent)."""
     since_seq: _builtins.int
     """Send events after this sequence number; 0 for all."""
     follow: _builtins.bool
