@@ -44,8 +44,8 @@ _KINDS: dict[grpc.StatusCode, type[errors.KlaudioError]] = {
 
 def translate(exc: grpc.RpcError) -> errors.KlaudioError:
     """The klaudio error for a failed call: one exception type per status code."""
-    code = exc.code()  # type: ignore[attr-defined]
-    detail = exc.details() or code.name.lower()  # type: ignore[attr-defined]
+    code = exc.code()
+    detail = exc.details() or code.name.lower()
     if code == grpc.StatusCode.UNAVAILABLE and ("connect" in detail or "socket" in detail):
         detail = "daemon not running: start it with `klaudio daemon start`"
     if code == grpc.StatusCode.CANCELLED:
@@ -72,13 +72,13 @@ class Client:
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
         self._daemon = daemon_pb2_grpc.DaemonServiceStub(self._channel)
         self._images = images_pb2_grpc.ImageServiceStub(self._channel)
-        self._metadata: list[tuple[str, str]] = []
+        self._metadata: tuple[tuple[str, str | bytes], ...] = ()
 
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
 
-    def _auth(self) -> list[tuple[str, str]]:
+    def _auth(self) -> tuple[tuple[str, str | bytes], ...]:
         if not self._metadata:
             try:
                 token = self.paths.token_file.read_text().strip()
@@ -90,17 +90,23 @@ class Client:
                 raise errors.Unauthenticated(
                     f"cannot read the daemon token {self.paths.token_file}"
                 ) from None
-            self._metadata = [(TOKEN_METADATA, token)]
+            self._metadata = ((TOKEN_METADATA, token),)
         return self._metadata
 
-    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = CALL_TIMEOUT) -> T:
+    def _call(
+        self, method: Callable[..., T], request: Any, timeout: float | None = CALL_TIMEOUT
+    ) -> T:
         with mapped():
             return method(request, timeout=timeout, metadata=self._auth())
 
     # Tasks --------------------------------------------------------------------------------
 
     def create_task(
-        self, prompt: str, name: str = "", repo: str = "", start: bool = False,
+        self,
+        prompt: str,
+        name: str = "",
+        repo: str = "",
+        start: bool = False,
         auto_approve: bool = False,
     ) -> tasks_pb2.Task:
         request = tasks_pb2.CreateTaskRequest(
@@ -110,7 +116,9 @@ class Client:
 
     def list_tasks(self, states: list[str] | None = None) -> list[tasks_pb2.Task]:
         values = [tasks_pb2.TaskState.Value("TASK_STATE_" + s.upper()) for s in states or []]
-        return list(self._call(self._tasks.ListTasks, tasks_pb2.ListTasksRequest(states=values)).tasks)
+        return list(
+            self._call(self._tasks.ListTasks, tasks_pb2.ListTasksRequest(states=values)).tasks
+        )
 
     def get_task(self, task_id: str) -> tasks_pb2.Task:
         return self._call(self._tasks.GetTask, tasks_pb2.GetTaskRequest(task_id=task_id)).task
@@ -145,7 +153,7 @@ class Client:
                 for response in call:
                     yield response.event
         finally:
-            call.cancel()
+            call.cancel()  # type: ignore[no-untyped-call]
 
     # Daemon and image ---------------------------------------------------------------------
 
@@ -190,7 +198,11 @@ def start_daemon(paths: Paths, config_file: str | None = None) -> int:
         command += ["--config", config_file]
     with open(paths.log_file, "ab") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
             env=os.environ.copy(),
         )
     client = Client(paths)
@@ -206,7 +218,9 @@ def start_daemon(paths: Paths, config_file: str | None = None) -> int:
             time.sleep(0.05)
     finally:
         client.close()
-    raise errors.Unavailable(f"klaudiod did not answer within {START_TIMEOUT:g}s; see {paths.log_file}")
+    raise errors.Unavailable(
+        f"klaudiod did not answer within {START_TIMEOUT:g}s; see {paths.log_file}"
+    )
 
 
 def read_pid(paths: Paths) -> int | None:

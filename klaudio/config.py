@@ -97,12 +97,14 @@ def load(
     return _build(values)
 
 
+def _sections() -> list[tuple[str, Any]]:
+    """(name, default section) pairs, in Config's order."""
+    defaults = Config()
+    return [(f.name, getattr(defaults, f.name)) for f in fields(Config)]
+
+
 def _all_keys() -> list[str]:
-    return [
-        f"{section.name}.{item.name}"
-        for section in fields(Config)
-        for item in fields(section.default_factory())  # type: ignore[misc]
-    ]
+    return [f"{name}.{item.name}" for name, default in _sections() for item in fields(default)]
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -131,15 +133,14 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _build(values: Mapping[str, tuple[Any, str]]) -> Config:
     sections: dict[str, Any] = {}
-    for section in fields(Config):
-        default = section.default_factory()  # type: ignore[misc]
+    for name, default in _sections():
         changes = {}
         for item in fields(default):
-            dotted = f"{section.name}.{item.name}"
+            dotted = f"{name}.{item.name}"
             if dotted in values:
                 raw, source = values[dotted]
                 changes[item.name] = _coerce(dotted, raw, type(getattr(default, item.name)), source)
-        sections[section.name] = dataclasses.replace(default, **changes)
+        sections[name] = dataclasses.replace(default, **changes)
     config = Config(**sections)
     _validate(config)
     return config
@@ -157,9 +158,7 @@ def _coerce(key: str, raw: Any, kind: type, source: str) -> Any:
             raise ValueError(raw)
         return kind(raw)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{source}: {key} must be {kind.__name__}, got {raw!r}"
-        ) from None
+        raise ConfigError(f"{source}: {key} must be {kind.__name__}, got {raw!r}") from None
 
 
 def _validate(config: Config) -> None:
@@ -176,7 +175,8 @@ def _validate(config: Config) -> None:
             "daemon.log_level must be debug, info, warning or error",
         ),
         (
-            not config.claude.base_url or config.claude.base_url.startswith(("http://", "https://")),
+            not config.claude.base_url
+            or config.claude.base_url.startswith(("http://", "https://")),
             "claude.base_url must be an http:// or https:// URL",
         ),
     ]
@@ -187,7 +187,10 @@ def _validate(config: Config) -> None:
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:
     """Return the configuration as nested plain dicts (for `config show`)."""
-    return {section.name: dataclasses.asdict(getattr(config, section.name)) for section in fields(Config)}
+    return {
+        section.name: dataclasses.asdict(getattr(config, section.name))
+        for section in fields(Config)
+    }
 
 
 def credential_summary(env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -41,7 +41,9 @@ def remove_containers(label: str) -> None:
     """Remove every container carrying label (key or key=value)."""
     found = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label={label}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.split()
     if found:
         subprocess.run(["docker", "rm", "-f", *found], capture_output=True, check=False)
@@ -56,11 +58,17 @@ class Instance:
     process: subprocess.Popen[bytes] | None = None
     started: list[str] = field(default_factory=list)
 
-    def cli(self, *args: str, timeout: float = 180, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 180, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run `python -m klaudio ARGS` against this instance."""
         result = subprocess.run(
             [sys.executable, "-m", "klaudio", *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -73,7 +81,10 @@ class Instance:
         """Start `python -m klaudio ARGS` in the background."""
         return subprocess.Popen(
             [sys.executable, "-m", "klaudio", *args],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def show(self, task_id: str) -> dict[str, Any]:
@@ -88,11 +99,15 @@ class Instance:
         """Start klaudiod in the foreground of a child process and wait until it answers."""
         log = open(self.home / "daemon.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "klaudiod"], env=self.env, stdout=log, stderr=log,
+            [sys.executable, "-m", "klaudiod"],
+            env=self.env,
+            stdout=log,
+            stderr=log,
         )
         wait_for(
             lambda: self.socket.exists() and self.cli("daemon", "status").returncode == 0,
-            START_TIMEOUT, "klaudiod to answer",
+            START_TIMEOUT,
+            "klaudiod to answer",
         )
 
     def stop_daemon(self) -> None:

@@ -13,9 +13,9 @@ from klaudiod.plan import PLANNER_SCHEMA
 PLANNER_SYSTEM = (
     "You are the planner of a team of coding agents working in /workspace. Read the repository "
     "with your read-only tools, then answer ONLY by calling the StructuredOutput tool, either with "
-    "kind=\"plan\" (analysis, strategy \"dag\", subtasks with unique ids, depends_on naming other "
+    'kind="plan" (analysis, strategy "dag", subtasks with unique ids, depends_on naming other '
     "subtask ids, a complete self-contained prompt for each, notes) or, if the request is too "
-    "ambiguous to plan, with kind=\"questions\". Keep subtasks few and coarse."
+    'ambiguous to plan, with kind="questions". Keep subtasks few and coarse.'
 )
 
 WORKER_SYSTEM = (
@@ -46,16 +46,25 @@ def worker_prompt(task_prompt: str, name: str, prompt: str, context: dict[str, s
 def command(config: Config, session_id: str, planner: bool) -> list[str]:
     """The claude arguments for a planner (read-only, structured output) or a worker."""
     args = [
-        "-p", "--output-format", "stream-json", "--verbose",
-        "--session-id", session_id,
-        "--max-turns", str(config.claude.max_turns),
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--session-id",
+        session_id,
+        "--max-turns",
+        str(config.claude.max_turns),
     ]
     if planner:
         args += [
-            "--tools", "Read,Grep,Glob",
-            "--permission-mode", "dontAsk",
-            "--json-schema", json.dumps(PLANNER_SCHEMA),
-            "--append-system-prompt", PLANNER_SYSTEM,
+            "--tools",
+            "Read,Grep,Glob",
+            "--permission-mode",
+            "dontAsk",
+            "--json-schema",
+            json.dumps(PLANNER_SCHEMA),
+            "--append-system-prompt",
+            PLANNER_SYSTEM,
         ]
     else:
         args += ["--dangerously-skip-permissions", "--append-system-prompt", WORKER_SYSTEM]
@@ -80,8 +89,11 @@ class Outcome:
 def outcome(
     out_file: Path, exit_code: int | None, oom_killed: bool = False, needs_structured: bool = False
 ) -> Outcome:
-    """Judge a finished agent: success needs exit 0, a result with is_error false and
-    terminal_reason completed, and structured output when a schema was given."""
+    """Judge a finished agent from its exit code and its last result event.
+
+    Success needs exit 0, a result with is_error false and terminal_reason completed, and
+    structured output when a schema was given.
+    """
     last = _last_result(out_file)
     cost = float(last.get("total_cost_usd") or 0.0) if last else 0.0
     session = str(last.get("session_id") or "") if last else ""

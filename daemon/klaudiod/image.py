@@ -40,9 +40,7 @@ def is_current(runtime: Runtime, tag: str) -> bool:
     return labels is not None and labels.get(LABEL_HASH) == content_hash()
 
 
-def build(
-    runtime: Runtime, tag: str, base_image: str, extra_ca_file: str = ""
-) -> Iterator[str]:
+def build(runtime: Runtime, tag: str, base_image: str, extra_ca_file: str = "") -> Iterator[str]:
     """Build the agent image from the shipped files, yielding the build's output lines."""
     src = source_dir()
     with tempfile.TemporaryDirectory(prefix="klaudio-image-") as ctx:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import peewee as pw
 
@@ -10,6 +11,11 @@ db = pw.SqliteDatabase(None)
 
 
 class Base(pw.Model):
+    # Attributes peewee adds at run time (implicit ids, foreign-key ids), declared for mypy.
+    id: Any
+    task_id: str
+    subtask_id: int | None
+
     class Meta:
         database = db
 

@@ -152,7 +152,9 @@ def validate(plan: Plan, roles: frozenset[str] | None = None) -> None:
     if not plan.subtasks:
         raise InvalidArgument("plan has no subtasks")
     if len(plan.subtasks) > MAX_SUBTASKS:
-        raise InvalidArgument(f"plan has {len(plan.subtasks)} subtasks; the limit is {MAX_SUBTASKS}")
+        raise InvalidArgument(
+            f"plan has {len(plan.subtasks)} subtasks; the limit is {MAX_SUBTASKS}"
+        )
     ids = [s.id for s in plan.subtasks]
     _unique(ids, "subtask")
     known = set(ids)
@@ -202,9 +204,14 @@ def to_json(plan: Plan) -> str:
             "strategy": plan.strategy,
             "subtasks": [
                 {
-                    "id": s.id, "name": s.name, "description": s.description, "prompt": s.prompt,
-                    "depends_on": list(s.depends_on), "files_involved": list(s.files_involved),
-                    "complexity": s.complexity, "agent_role": s.agent_role,
+                    "id": s.id,
+                    "name": s.name,
+                    "description": s.description,
+                    "prompt": s.prompt,
+                    "depends_on": list(s.depends_on),
+                    "files_involved": list(s.files_involved),
+                    "complexity": s.complexity,
+                    "agent_role": s.agent_role,
                 }
                 for s in plan.subtasks
             ],

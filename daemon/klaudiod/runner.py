@@ -1,5 +1,8 @@
-"""Runs one agent to its end: start or adopt its container, persist and fan out its output
-as it appears (from the stored offset), then judge the outcome from the real result."""
+"""Runs one agent to its end: start or adopt its container, stream its output, judge it.
+
+Output is persisted and fanned out as it appears, from the stored offset, so a daemon restart
+neither loses nor repeats any of it; the outcome comes from the agent's real result event.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +72,9 @@ class AgentRunner:
         store = self._db.store
         if agent.state == states.AGENT_STARTING:
             await asyncio.to_thread(self._runtime.ensure_started, spec)
-            agent, event = await self._db.call(store.set_agent_state, agent.id, states.AGENT_RUNNING)
+            agent, event = await self._db.call(
+                store.set_agent_state, agent.id, states.AGENT_RUNNING
+            )
             self._bus.publish([event])
         run_dir = Path(agent.run_dir)
         out = OutputFile(run_dir / "out.jsonl", agent.output_offset)

@@ -6,6 +6,7 @@ errors here, in one place. All functions block: callers run them in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -146,19 +147,19 @@ class Runtime:
 
     def stop(self, name: str, timeout: float = 10) -> None:
         """Stop a container (SIGTERM, then SIGKILL after timeout); a missing one is fine."""
-        with docker_errors(f"stopping container {name}"):
-            try:
-                self.client.api.stop(name, timeout=int(timeout))
-            except docker.errors.NotFound:
-                pass
+        with (
+            docker_errors(f"stopping container {name}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.client.api.stop(name, timeout=int(timeout))
 
     def remove(self, name: str) -> None:
         """Remove a container, killing it if it still runs; a missing one is fine."""
-        with docker_errors(f"removing container {name}"):
-            try:
-                self.client.api.remove_container(name, force=True)
-            except docker.errors.NotFound:
-                pass
+        with (
+            docker_errors(f"removing container {name}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.client.api.remove_container(name, force=True)
 
     def labelled(self, task_id: str | None = None) -> list[dict[str, str]]:
         """The labels of every klaudio container (of one task, when given)."""
@@ -171,7 +172,7 @@ class Runtime:
         """The labels of the image with this tag, or None when it is missing."""
         with docker_errors(f"inspecting image {tag}"):
             try:
-                attrs = self.client.api.inspect_image(tag)
+                attrs = self.client.api.inspect_image(tag)  # type: ignore[no-untyped-call]
             except docker.errors.ImageNotFound:
                 return None
         return dict((attrs.get("Config") or {}).get("Labels") or {})
@@ -182,8 +183,14 @@ class Runtime:
         """Build an image from a context directory, yielding output lines."""
         with docker_errors(f"building image {tag}"):
             stream = self.client.api.build(
-                path=context, tag=tag, buildargs=buildargs, labels=labels, rm=True,
-                forcerm=True, decode=True, pull=False,
+                path=context,
+                tag=tag,
+                buildargs=buildargs,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                pull=False,
             )
             for chunk in stream:
                 if "error" in chunk:

@@ -1,5 +1,8 @@
-"""The one scheduler: drives each task from planning through execution, in dependency order,
-within the task's and the daemon's agent limits, and picks tasks up again after a restart."""
+"""The one scheduler: drives each task from planning through execution to its end.
+
+Subtasks run in dependency order within the task's and the daemon's agent limits; after a
+restart every active task is picked up again where its records say it was.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from klaudiod.runtime import (
     Runtime,
     agent_user,
 )
+from klaudiod.store import Store
 from klaudiod.stream import Bus, Overflow
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ class Scheduler:
         self._image_checked = False
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self._db.store
 
     # Commands ----------------------------------------------------------------------------
@@ -73,8 +77,13 @@ class Scheduler:
             else:
                 workspace.mkdir()
             task, event = await self._db.call(
-                self.store.create_task, task_id, name.strip() or _default_name(prompt), prompt,
-                source, str(workspace), auto_approve,
+                self.store.create_task,
+                task_id,
+                name.strip() or _default_name(prompt),
+                prompt,
+                source,
+                str(workspace),
+                auto_approve,
             )
         except BaseException:
             shutil.rmtree(task_dir, ignore_errors=True)
@@ -94,8 +103,12 @@ class Scheduler:
         """Approve a planned task's plan; execution starts at once."""
         task = await self._db.call(self.store.task, task_id)
         if task.state != states.PLANNED:
-            raise FailedPrecondition(f"task {task_id[:8]} is {task.state}; only a planned task can be approved")
-        task = await self._transition(task_id, states.APPROVED, "approved", only_from=[states.PLANNED])
+            raise FailedPrecondition(
+                f"task {task_id[:8]} is {task.state}; only a planned task can be approved"
+            )
+        task = await self._transition(
+            task_id, states.APPROVED, "approved", only_from=[states.PLANNED]
+        )
         self._spawn(task_id)
         return task
 
@@ -103,7 +116,9 @@ class Scheduler:
         """Delete a task that is not being worked on, with its containers and files."""
         task = await self._db.call(self.store.task, task_id)
         if task.state in states.ACTIVE or task_id in self._drivers:
-            raise FailedPrecondition(f"task {task_id[:8]} is {task.state}; wait for it to settle first")
+            raise FailedPrecondition(
+                f"task {task_id[:8]} is {task.state}; wait for it to settle first"
+            )
         for found in await asyncio.to_thread(self._runtime.labelled, task_id):
             await asyncio.to_thread(self._runtime.remove, found["name"])
         await self._db.call(self.store.delete_task, task_id)
@@ -198,8 +213,12 @@ class Scheduler:
         except InvalidArgument as exc:
             return await self._fail(task.id, f"invalid plan: {exc}")
         if isinstance(parsed, plan.Questions):
-            self._bus.publish([await self._db.call(self.store.save_questions, task.id, parsed.questions)])
-            return await self._transition(task.id, states.AWAITING_ANSWERS, "the planner has questions")
+            self._bus.publish(
+                [await self._db.call(self.store.save_questions, task.id, parsed.questions)]
+            )
+            return await self._transition(
+                task.id, states.AWAITING_ANSWERS, "the planner has questions"
+            )
         _, event = await self._db.call(self.store.save_plan, task.id, parsed)
         self._bus.publish([event])
         task = await self._transition(task.id, states.PLANNED)
@@ -216,9 +235,13 @@ class Scheduler:
                     running[asyncio.create_task(self._run_subtask(task, sub))] = sub
             while True:
                 subs = await self._skip_blocked(task.id)
-                ready = [s for s in subs if s.state == states.SUBTASK_PENDING and _deps_done(s, subs)]
+                ready = [
+                    s for s in subs if s.state == states.SUBTASK_PENDING and _deps_done(s, subs)
+                ]
                 for sub in ready[: max(0, limit - len(running))]:
-                    sub, event = await self._db.call(self.store.set_subtask, sub.id, states.SUBTASK_RUNNING)
+                    sub, event = await self._db.call(
+                        self.store.set_subtask, sub.id, states.SUBTASK_RUNNING
+                    )
                     self._bus.publish([event])
                     running[asyncio.create_task(self._run_subtask(task, sub))] = sub
                 if not running:
@@ -239,14 +262,20 @@ class Scheduler:
             subs = await self._db.call(self.store.subtasks, task_id)
             state = {s.key: s.state for s in subs}
             blocked = [
-                s for s in subs
+                s
+                for s in subs
                 if s.state == states.SUBTASK_PENDING
-                and any(state.get(d) in (states.SUBTASK_FAILED, states.SUBTASK_SKIPPED) for d in _deps(s))
+                and any(
+                    state.get(d) in (states.SUBTASK_FAILED, states.SUBTASK_SKIPPED)
+                    for d in _deps(s)
+                )
             ]
             if not blocked:
                 return subs
             for sub in blocked:
-                _, event = await self._db.call(self.store.set_subtask, sub.id, states.SUBTASK_SKIPPED)
+                _, event = await self._db.call(
+                    self.store.set_subtask, sub.id, states.SUBTASK_SKIPPED
+                )
                 self._bus.publish([event])
 
     async def _finish(self, task: Any) -> None:
@@ -281,8 +310,18 @@ class Scheduler:
             result = Outcome(False, None, str(exc), "", 0.0, "")
             agent = await self._db.call(self.store.find_agent, task.id, name)
             if agent is not None and agent.state in states.AGENT_LIVE:
-                self._bus.publish([(await self._db.call(
-                    self.store.set_agent_state, agent.id, states.AGENT_FAILED, reason=str(exc)))[1]])
+                self._bus.publish(
+                    [
+                        (
+                            await self._db.call(
+                                self.store.set_agent_state,
+                                agent.id,
+                                states.AGENT_FAILED,
+                                reason=str(exc),
+                            )
+                        )[1]
+                    ]
+                )
         final = states.SUBTASK_COMPLETED if result.ok else states.SUBTASK_FAILED
         _, event = await self._db.call(self.store.set_subtask, sub.id, final, result.result)
         self._bus.publish([event])
@@ -313,8 +352,14 @@ class Scheduler:
 
         await asyncio.to_thread(prepare)
         return await self._db.call(
-            self.store.create_agent, task.id, name, role, subtask_id,
-            f"klaudio-{task.id}-{name}", str(uuid.uuid4()), str(run_dir),
+            self.store.create_agent,
+            task.id,
+            name,
+            role,
+            subtask_id,
+            f"klaudio-{task.id}-{name}",
+            str(uuid.uuid4()),
+            str(run_dir),
         )
 
     async def _run(self, task: Any, agent: Any, planner: bool) -> Outcome:
@@ -340,7 +385,9 @@ class Scheduler:
             image=self._config.docker.image,
             command=agentlib.command(self._config, agent.session_id, planner),
             labels={
-                LABEL_TASK: task.id, LABEL_AGENT: agent.name, LABEL_ROLE: agent.role,
+                LABEL_TASK: task.id,
+                LABEL_AGENT: agent.name,
+                LABEL_ROLE: agent.role,
                 LABEL_EPOCH: str(agent.epoch),
             },
             environment=self._environment(),
@@ -386,7 +433,9 @@ class Scheduler:
 
                 def build() -> None:
                     for line in image.build(
-                        self._runtime, tag, self._config.docker.base_image,
+                        self._runtime,
+                        tag,
+                        self._config.docker.base_image,
                         self._config.docker.extra_ca_file,
                     ):
                         log.debug("image build: %s", line)

@@ -27,7 +27,7 @@ def ensure_token(path: Path) -> str:
     return path.read_text().strip()
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Refuses every call that does not carry this user's token."""
 
     def __init__(self, token: str) -> None:
@@ -35,9 +35,11 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         metadata = dict(details.invocation_metadata or ())
         given = str(metadata.get(TOKEN_METADATA, "")).encode()
@@ -46,7 +48,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         return _refusal(handler)
 
 
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _refusal(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     message = "missing or wrong daemon token (the token file is readable by its owner only)"
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -85,8 +85,15 @@ class Store:
         now = time.time()
         with db.atomic():
             task = Task.create(
-                id=task_id, name=name, prompt=prompt, state=states.CREATED, repo=repo,
-                workspace=workspace, auto_approve=auto_approve, created_at=now, updated_at=now,
+                id=task_id,
+                name=name,
+                prompt=prompt,
+                state=states.CREATED,
+                repo=repo,
+                workspace=workspace,
+                auto_approve=auto_approve,
+                created_at=now,
+                updated_at=now,
             )
             event = self._emit(task_id, {"type": "task", "state": states.CREATED, "reason": ""})
         return task, event
@@ -103,9 +110,7 @@ class Store:
         prefix = prefix.strip()
         if not prefix:
             raise InvalidArgument("task_id is empty")
-        matches = [
-            t.id for t in Task.select(Task.id).where(Task.id.startswith(prefix)).limit(3)
-        ]
+        matches = [t.id for t in Task.select(Task.id).where(Task.id.startswith(prefix)).limit(3)]
         if not matches:
             raise NotFound(f"no task matches '{prefix}'")
         if len(matches) > 1:
@@ -152,7 +157,10 @@ class Store:
                     f"task {task_id[:8]} is {task.state}; it cannot become {target}"
                 )
             TaskEvent.create(
-                task=task_id, time=time.time(), from_state=task.state, to_state=target,
+                task=task_id,
+                time=time.time(),
+                from_state=task.state,
+                to_state=target,
                 reason=reason,
             )
             task.state = target
@@ -169,28 +177,47 @@ class Store:
         with db.atomic():
             version = Plan.select().where(Plan.task == task_id).count() + 1
             plan = Plan.create(
-                task=task_id, version=version, analysis=spec.analysis, strategy=spec.strategy,
-                notes=spec.notes, created_at=time.time(),
+                task=task_id,
+                version=version,
+                analysis=spec.analysis,
+                strategy=spec.strategy,
+                notes=spec.notes,
+                created_at=time.time(),
             )
             for position, sub in enumerate(spec.subtasks):
                 Subtask.create(
-                    task=task_id, plan=plan, key=sub.id, position=position, name=sub.name,
-                    description=sub.description, prompt=sub.prompt,
+                    task=task_id,
+                    plan=plan,
+                    key=sub.id,
+                    position=position,
+                    name=sub.name,
+                    description=sub.description,
+                    prompt=sub.prompt,
                     depends_on=json.dumps(list(sub.depends_on)),
                     files_involved=json.dumps(list(sub.files_involved)),
-                    complexity=sub.complexity, agent_role=sub.agent_role,
+                    complexity=sub.complexity,
+                    agent_role=sub.agent_role,
                 )
             event = self._emit(
                 task_id,
-                {"type": "plan", "version": version, "strategy": spec.strategy,
-                 "subtasks": [{"id": s.id, "name": s.name, "depends_on": list(s.depends_on)}
-                              for s in spec.subtasks]},
+                {
+                    "type": "plan",
+                    "version": version,
+                    "strategy": spec.strategy,
+                    "subtasks": [
+                        {"id": s.id, "name": s.name, "depends_on": list(s.depends_on)}
+                        for s in spec.subtasks
+                    ],
+                },
             )
         return plan, event
 
     def plan(self, task_id: str) -> Plan | None:
         """The task's current (latest) plan, if any."""
-        return Plan.select().where(Plan.task == task_id).order_by(Plan.version.desc()).first()
+        latest: Plan | None = (
+            Plan.select().where(Plan.task == task_id).order_by(Plan.version.desc()).first()
+        )
+        return latest
 
     def subtasks(self, task_id: str) -> list[Subtask]:
         """The subtasks of the task's current plan, in plan order."""
@@ -220,31 +247,49 @@ class Store:
             Question.delete().where((Question.task == task_id) & (Question.answer == "")).execute()
             for position, q in enumerate(questions):
                 Question.create(
-                    task=task_id, key=q.id, position=position, text=q.text, context=q.context,
-                    suggestions=json.dumps(list(q.suggestions)), options=json.dumps(list(q.options)),
+                    task=task_id,
+                    key=q.id,
+                    position=position,
+                    text=q.text,
+                    context=q.context,
+                    suggestions=json.dumps(list(q.suggestions)),
+                    options=json.dumps(list(q.options)),
                 )
             return self._emit(
                 task_id,
-                {"type": "questions", "questions": [{"id": q.id, "text": q.text} for q in questions]},
+                {
+                    "type": "questions",
+                    "questions": [{"id": q.id, "text": q.text} for q in questions],
+                },
             )
 
     def questions(self, task_id: str) -> list[Question]:
         """The task's questions in the order they were asked."""
-        return list(
-            Question.select().where(Question.task == task_id).order_by(Question.id)
-        )
+        return list(Question.select().where(Question.task == task_id).order_by(Question.id))
 
     # Agents ------------------------------------------------------------------------------
 
     def create_agent(
-        self, task_id: str, name: str, role: str, subtask_id: int | None,
-        container: str, session_id: str, run_dir: str,
+        self,
+        task_id: str,
+        name: str,
+        role: str,
+        subtask_id: int | None,
+        container: str,
+        session_id: str,
+        run_dir: str,
     ) -> Agent:
         """Record an agent before its container is created (intent before effect)."""
         with db.atomic():
             return Agent.create(
-                task=task_id, name=name, role=role, subtask=subtask_id, container=container,
-                session_id=session_id, run_dir=run_dir, started_at=time.time(),
+                task=task_id,
+                name=name,
+                role=role,
+                subtask=subtask_id,
+                container=container,
+                session_id=session_id,
+                run_dir=run_dir,
+                started_at=time.time(),
             )
 
     def agent(self, agent_id: int) -> Agent:
@@ -263,7 +308,9 @@ class Store:
         """Agents of every task that are starting or running."""
         return list(Agent.select().where(Agent.state.in_(list(states.AGENT_LIVE))))
 
-    def set_agent_state(self, agent_id: int, state: str, **fields: Any) -> tuple[Agent, StreamEvent]:
+    def set_agent_state(
+        self, agent_id: int, state: str, **fields: Any
+    ) -> tuple[Agent, StreamEvent]:
         """Record an agent's new state and outcome fields, with its event."""
         with db.atomic():
             agent = Agent.get_by_id(agent_id)
@@ -290,10 +337,13 @@ class Store:
 
     def costs(self) -> dict[str, float]:
         """Every task's cost, by task id."""
-        query = Agent.select(Agent.task, pw.fn.SUM(Agent.cost_usd).alias("total")).group_by(
-            Agent.task
+        query = (
+            Agent.select(Agent.task, pw.fn.SUM(Agent.cost_usd).alias("total"))
+            .group_by(Agent.task)
+            .dicts()
         )
-        return {row.task_id: float(row.total or 0.0) for row in query}
+        rows: list[dict[str, Any]] = list(query)  # type: ignore[arg-type]
+        return {row["task"]: float(row["total"] or 0.0) for row in rows}
 
     # Stream ------------------------------------------------------------------------------
 
@@ -310,8 +360,12 @@ class Store:
                 seq += 1
                 events.append(
                     StreamEvent.create(
-                        task=agent.task_id, seq=seq, agent=agent.name, kind=KIND_AGENT,
-                        time=now, json=line,
+                        task=agent.task_id,
+                        seq=seq,
+                        agent=agent.name,
+                        kind=KIND_AGENT,
+                        time=now,
+                        json=line,
                     )
                 )
             Agent.update(output_offset=new_offset).where(Agent.id == agent_id).execute()
@@ -325,8 +379,10 @@ class Store:
     def events(
         self, task_id: str, since_seq: int, agent: str = "", limit: int = 500
     ) -> list[StreamEvent]:
-        """Up to limit events after since_seq, in order; with agent, only that agent's events and
-        the task's own (agentless) events."""
+        """Up to limit events after since_seq, in order.
+
+        With agent, only that agent's events and the task's own (agentless) events.
+        """
         query = StreamEvent.select().where(
             (StreamEvent.task == task_id) & (StreamEvent.seq > since_seq)
         )
@@ -339,8 +395,12 @@ class Store:
 
     def _emit(self, task_id: str, payload: dict[str, Any], agent: str = "") -> StreamEvent:
         return StreamEvent.create(
-            task=task_id, seq=self._last_seq(task_id) + 1, agent=agent, kind=KIND_TASK,
-            time=time.time(), json=json.dumps(payload),
+            task=task_id,
+            seq=self._last_seq(task_id) + 1,
+            agent=agent,
+            kind=KIND_TASK,
+            time=time.time(),
+            json=json.dumps(payload),
         )
 
     @staticmethod

@@ -11,7 +11,8 @@ from klaudio import errors
 from klaudio.cli.common import OPTIONS, note, out, paths
 
 app = typer.Typer(
-    help="Start, stop and inspect the klaudio daemon (klaudiod).", no_args_is_help=True,
+    help="Start, stop and inspect the klaudio daemon (klaudiod).",
+    no_args_is_help=True,
     rich_markup_mode=None,
 )
 STOP_TIMEOUT = 10.0

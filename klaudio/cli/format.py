@@ -10,8 +10,17 @@ if TYPE_CHECKING:
 
 STATE_PREFIX = "TASK_STATE_"
 STATE_NAMES = {
-    0: "unspecified", 1: "created", 2: "planning", 3: "awaiting_answers", 4: "planned",
-    5: "approved", 6: "running", 7: "completed", 8: "failed", 9: "paused", 10: "cancelled",
+    0: "unspecified",
+    1: "created",
+    2: "planning",
+    3: "awaiting_answers",
+    4: "planned",
+    5: "approved",
+    6: "running",
+    7: "completed",
+    8: "failed",
+    9: "paused",
+    10: "cancelled",
 }
 
 
@@ -46,9 +55,15 @@ def task_dict(task: Task) -> dict[str, Any]:
             "notes": task.plan.notes,
             "subtasks": [
                 {
-                    "id": s.id, "name": s.name, "description": s.description, "prompt": s.prompt,
-                    "depends_on": list(s.depends_on), "files_involved": list(s.files_involved),
-                    "complexity": s.complexity, "agent_role": s.agent_role, "state": s.state,
+                    "id": s.id,
+                    "name": s.name,
+                    "description": s.description,
+                    "prompt": s.prompt,
+                    "depends_on": list(s.depends_on),
+                    "files_involved": list(s.files_involved),
+                    "complexity": s.complexity,
+                    "agent_role": s.agent_role,
+                    "state": s.state,
                     "result": s.result,
                 }
                 for s in task.plan.subtasks
@@ -58,16 +73,27 @@ def task_dict(task: Task) -> dict[str, Any]:
         data["plan"] = None
     data["agents"] = [
         {
-            "name": a.name, "role": a.role, "subtask": a.subtask_id or None, "state": a.state,
-            "container": a.container, "session_id": a.session_id,
+            "name": a.name,
+            "role": a.role,
+            "subtask": a.subtask_id or None,
+            "state": a.state,
+            "container": a.container,
+            "session_id": a.session_id,
             "exit_code": None if a.exit_code < 0 else a.exit_code,
-            "cost_usd": round(a.cost_usd, 6), "reason": a.reason,
+            "cost_usd": round(a.cost_usd, 6),
+            "reason": a.reason,
         }
         for a in task.agents
     ]
     data["questions"] = [
-        {"id": q.id, "text": q.text, "context": q.context, "suggestions": list(q.suggestions),
-         "options": list(q.options), "answer": q.answer}
+        {
+            "id": q.id,
+            "text": q.text,
+            "context": q.context,
+            "suggestions": list(q.suggestions),
+            "options": list(q.options),
+            "answer": q.answer,
+        }
         for q in task.questions
     ]
     return data
@@ -86,13 +112,10 @@ def table(tasks: list[Task]) -> list[str]:
     """`task list` as aligned text lines."""
     rows = [("ID", "STATE", "AGE", "COST", "NAME")]
     now = time.time()
-    rows += [
-        (t.id[:8], state(t), age(t, now), f"${t.cost_usd:.4f}", t.name[:60]) for t in tasks
-    ]
+    rows += [(t.id[:8], state(t), age(t, now), f"${t.cost_usd:.4f}", t.name[:60]) for t in tasks]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4]
-        for r in rows
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
     ]
 
 

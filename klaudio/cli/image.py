@@ -16,7 +16,8 @@ app = typer.Typer(help="Build the agent image.", no_args_is_help=True, rich_mark
 @app.command("build")
 def build(
     base_image: Annotated[
-        str, typer.Option("--base-image", help="Debian-based image to build from (docker.base_image).")
+        str,
+        typer.Option("--base-image", help="Debian-based image to build from (docker.base_image)."),
     ] = "",
     extra_ca_file: Annotated[
         str, typer.Option("--extra-ca-file", help="PEM file of extra CA certificates to trust.")
@@ -24,8 +25,10 @@ def build(
     tag: Annotated[str, typer.Option("--tag", help="Image tag (docker.image).")] = "",
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if up to date.")] = False,
 ) -> None:
-    """Build the agent image (Claude Code, git, a non-root user); the daemon does this on first
-    use too."""
+    """Build the agent image (Claude Code, git, a non-root user).
+
+    The daemon builds it on first use too, and rebuilds it when klaudio's image files change.
+    """
     if extra_ca_file:
         ca = Path(extra_ca_file).expanduser()
         if not ca.is_file():

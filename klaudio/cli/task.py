@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -17,11 +17,13 @@ app = typer.Typer(
     help="Create, inspect and drive tasks.", no_args_is_help=True, rich_markup_mode=None
 )
 
-TaskId = Annotated[str, typer.Argument(help="Task id, or a unique prefix of it.", show_default=False)]
+TaskId = Annotated[
+    str, typer.Argument(help="Task id, or a unique prefix of it.", show_default=False)
+]
 STATE_EXIT = {"completed": errors.EXIT_OK, "failed": errors.EXIT_TASK_FAILED}
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     """Output formats of list and show."""
 
     text = "text"
@@ -54,7 +56,8 @@ def create(
 def list_(
     output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
     state: Annotated[
-        list[str] | None, typer.Option("--state", "-s", help="Only tasks in this state (repeatable).")
+        list[str] | None,
+        typer.Option("--state", "-s", help="Only tasks in this state (repeatable)."),
     ] = None,
 ) -> None:
     """List tasks, newest first."""
@@ -114,9 +117,7 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep following until the task settles.")
     ] = False,
     agent: Annotated[str, typer.Option("--agent", "-a", help="Only this agent's output.")] = "",
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One raw JSON event per line.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One raw JSON event per line.")] = False,
     since: Annotated[
         int, typer.Option("--since", min=0, help="Only events after this sequence number.")
     ] = 0,
@@ -136,7 +137,8 @@ def logs(
 def wait(
     task_id: TaskId,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", "-t", min=0, help="Give up after this many seconds.")
+        float | None,
+        typer.Option("--timeout", "-t", min=0, help="Give up after this many seconds."),
     ] = None,
 ) -> None:
     """Wait until a task settles; exit 0 completed, 1 failed, 6 timed out, 7 paused/cancelled."""

@@ -18,32 +18,63 @@ pytestmark = pytest.mark.docker
 
 def subtask(sid: str, prompt: str, depends_on: list[str] | None = None) -> dict[str, Any]:
     return {
-        "id": sid, "name": f"Subtask {sid}", "description": "", "prompt": prompt,
-        "depends_on": depends_on or [], "files_involved": [], "complexity": "low",
+        "id": sid,
+        "name": f"Subtask {sid}",
+        "description": "",
+        "prompt": prompt,
+        "depends_on": depends_on or [],
+        "files_involved": [],
+        "complexity": "low",
         "agent_role": "developer",
     }
 
 
 def plan(*subtasks: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "plan", "analysis": "scripted", "strategy": "dag", "notes": "",
-            "subtasks": list(subtasks)}
+    return {
+        "kind": "plan",
+        "analysis": "scripted",
+        "strategy": "dag",
+        "notes": "",
+        "subtasks": list(subtasks),
+    }
 
 
 def script_two_step(model: FakeModel, second: list[Any] | None = None) -> None:
     """A plan where 'copy' reads the file 'write' wrote (workers first: markers overlap)."""
-    model.script("E2E-WRITE", [
-        [text("Writing."), tool_use("Write", {"file_path": "/workspace/greeting.txt",
-                                              "content": "hello from write\n"})],
-        [text("wrote greeting.txt with a hello")],
-    ])
-    model.script("E2E-COPY", second or [
-        [tool_use("Bash", {"command": "cp greeting.txt copy.txt && cat copy.txt"})],
-        lambda req: [text(f"copied: {(req.last_tool_result_text() or '').strip()}")],
-    ])
-    model.script("E2E-TASK", [[structured(plan(
-        subtask("write", "E2E-WRITE: write greeting.txt"),
-        subtask("copy", "E2E-COPY: copy greeting.txt to copy.txt", ["write"]),
-    ))]])
+    model.script(
+        "E2E-WRITE",
+        [
+            [
+                text("Writing."),
+                tool_use(
+                    "Write",
+                    {"file_path": "/workspace/greeting.txt", "content": "hello from write\n"},
+                ),
+            ],
+            [text("wrote greeting.txt with a hello")],
+        ],
+    )
+    model.script(
+        "E2E-COPY",
+        second
+        or [
+            [tool_use("Bash", {"command": "cp greeting.txt copy.txt && cat copy.txt"})],
+            lambda req: [text(f"copied: {(req.last_tool_result_text() or '').strip()}")],
+        ],
+    )
+    model.script(
+        "E2E-TASK",
+        [
+            [
+                structured(
+                    plan(
+                        subtask("write", "E2E-WRITE: write greeting.txt"),
+                        subtask("copy", "E2E-COPY: copy greeting.txt to copy.txt", ["write"]),
+                    )
+                )
+            ]
+        ],
+    )
 
 
 def test_two_subtasks_second_reads_what_first_wrote(daemon: Instance, model: FakeModel) -> None:
@@ -67,7 +98,9 @@ def test_two_subtasks_second_reads_what_first_wrote(daemon: Instance, model: Fak
     # The first subtask's real final message reached the second: in its prompt and on disk.
     copy_prompt = model.requests_for("E2E-COPY")[0].first_user_text()
     assert "wrote greeting.txt with a hello" in copy_prompt
-    assert (workspace / ".klaudio/context/write.md").read_text() == "wrote greeting.txt with a hello"
+    assert (
+        workspace / ".klaudio/context/write.md"
+    ).read_text() == "wrote greeting.txt with a hello"
     assert task["plan"]["subtasks"][1]["result"] == "copied: hello from write"
     # Output was streamed live, rendered for people.
     assert "[write]" in result.stdout and "→ Write greeting.txt" in result.stdout
@@ -119,7 +152,9 @@ def test_logs_replayed_after_the_fact_equal_what_was_followed_live(
     seqs = [json.loads(line)["seq"] for line in replay.splitlines()]
     assert seqs == list(range(1, len(seqs) + 1))
     assert json.loads(replay.splitlines()[-1])["event"] == {
-        "type": "task", "state": "completed", "reason": ""
+        "type": "task",
+        "state": "completed",
+        "reason": "",
     }
     # --since and --agent select from the same persisted stream.
     since = daemon.cli("task", "logs", task_id, "--json", "--since", "5", check=True).stdout
@@ -140,10 +175,13 @@ def test_repo_is_cloned_into_the_workspace(
     subprocess.run([*git, "init", "-q", str(repo)], check=True)
     subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
     subprocess.run([*git, "-C", str(repo), "commit", "-qm", "init"], check=True)
-    model.script("E2E-READ", [
-        [tool_use("Read", {"file_path": "/workspace/README.md"})],
-        lambda req: [text(f"readme says {(req.last_tool_result_text() or '').strip()}")],
-    ])
+    model.script(
+        "E2E-READ",
+        [
+            [tool_use("Read", {"file_path": "/workspace/README.md"})],
+            lambda req: [text(f"readme says {(req.last_tool_result_text() or '').strip()}")],
+        ],
+    )
     model.script("E2E-REPO", [[structured(plan(subtask("read", "E2E-READ the readme")))]])
 
     result = daemon.cli("run", "E2E-REPO look", "--repo", str(repo), "--auto-approve")
@@ -158,9 +196,19 @@ def test_repo_is_cloned_into_the_workspace(
 
 
 def test_invalid_plan_fails_the_task_with_the_reason(daemon: Instance, model: FakeModel) -> None:
-    model.script("E2E-CYCLE", [[structured(plan(
-        subtask("a", "do a", ["b"]), subtask("b", "do b", ["a"]),
-    ))]])
+    model.script(
+        "E2E-CYCLE",
+        [
+            [
+                structured(
+                    plan(
+                        subtask("a", "do a", ["b"]),
+                        subtask("b", "do b", ["a"]),
+                    )
+                )
+            ]
+        ],
+    )
 
     result = daemon.cli("run", "E2E-CYCLE plan badly", "--auto-approve")
 
@@ -191,9 +239,25 @@ def test_plan_waits_for_approval_then_runs(daemon: Instance, model: FakeModel) -
 
 
 def test_planner_questions_are_stored_and_shown(daemon: Instance, model: FakeModel) -> None:
-    model.script("E2E-ASK", [[structured({"kind": "questions", "questions": [
-        {"id": "db", "text": "Which database?", "options": ["sqlite", "postgres"]},
-    ]})]])
+    model.script(
+        "E2E-ASK",
+        [
+            [
+                structured(
+                    {
+                        "kind": "questions",
+                        "questions": [
+                            {
+                                "id": "db",
+                                "text": "Which database?",
+                                "options": ["sqlite", "postgres"],
+                            },
+                        ],
+                    }
+                )
+            ]
+        ],
+    )
 
     result = daemon.cli("run", "E2E-ASK build a thing")
 
@@ -209,5 +273,7 @@ def test_planner_questions_are_stored_and_shown(daemon: Instance, model: FakeMod
 def _containers(task_id: str) -> list[str]:
     return subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=klaudio.task={task_id}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()

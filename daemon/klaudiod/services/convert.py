@@ -33,9 +33,16 @@ def state_name(value: int) -> str:
 def task(row: Any, cost: float = 0.0, detail: dict[str, Any] | None = None) -> tasks_pb2.Task:
     """A Task message; detail (plan, subtasks, agents, questions) fills the nested parts."""
     msg = tasks_pb2.Task(
-        id=row.id, name=row.name, prompt=row.prompt, state=state(row.state), reason=row.reason,
-        repo=row.repo, workspace=row.workspace, auto_approve=row.auto_approve,
-        created_at=timestamp(row.created_at), updated_at=timestamp(row.updated_at),
+        id=row.id,
+        name=row.name,
+        prompt=row.prompt,
+        state=state(row.state),
+        reason=row.reason,
+        repo=row.repo,
+        workspace=row.workspace,
+        auto_approve=row.auto_approve,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
         cost_usd=cost,
     )
     if detail:
@@ -49,12 +56,21 @@ def task(row: Any, cost: float = 0.0, detail: dict[str, Any] | None = None) -> t
 
 def _plan(row: Any, subtasks: list[Any]) -> tasks_pb2.Plan:
     return tasks_pb2.Plan(
-        analysis=row.analysis, strategy=row.strategy, notes=row.notes,
+        analysis=row.analysis,
+        strategy=row.strategy,
+        notes=row.notes,
         subtasks=[
             tasks_pb2.Subtask(
-                id=s.key, name=s.name, description=s.description, prompt=s.prompt,
-                depends_on=json.loads(s.depends_on), files_involved=json.loads(s.files_involved),
-                complexity=s.complexity, agent_role=s.agent_role, state=s.state, result=s.result,
+                id=s.key,
+                name=s.name,
+                description=s.description,
+                prompt=s.prompt,
+                depends_on=json.loads(s.depends_on),
+                files_involved=json.loads(s.files_involved),
+                complexity=s.complexity,
+                agent_role=s.agent_role,
+                state=s.state,
+                result=s.result,
             )
             for s in subtasks
         ],
@@ -63,17 +79,27 @@ def _plan(row: Any, subtasks: list[Any]) -> tasks_pb2.Plan:
 
 def _agent(row: Any, keys: dict[int, str]) -> tasks_pb2.Agent:
     return tasks_pb2.Agent(
-        name=row.name, role=row.role, subtask_id=keys.get(row.subtask_id, ""),
-        state=row.state, container=row.container, session_id=row.session_id,
-        exit_code=-1 if row.exit_code is None else row.exit_code, cost_usd=row.cost_usd,
-        reason=row.reason, started_at=timestamp(row.started_at), ended_at=timestamp(row.ended_at),
+        name=row.name,
+        role=row.role,
+        subtask_id=keys.get(row.subtask_id, ""),
+        state=row.state,
+        container=row.container,
+        session_id=row.session_id,
+        exit_code=-1 if row.exit_code is None else row.exit_code,
+        cost_usd=row.cost_usd,
+        reason=row.reason,
+        started_at=timestamp(row.started_at),
+        ended_at=timestamp(row.ended_at),
     )
 
 
 def _question(row: Any) -> tasks_pb2.Question:
     return tasks_pb2.Question(
-        id=row.key, text=row.text, context=row.context,
-        suggestions=json.loads(row.suggestions), options=json.loads(row.options),
+        id=row.key,
+        text=row.text,
+        context=row.context,
+        suggestions=json.loads(row.suggestions),
+        options=json.loads(row.options),
         answer=row.answer,
     )
 
@@ -81,7 +107,10 @@ def _question(row: Any) -> tasks_pb2.Question:
 def event(value: Event) -> stream_pb2.Event:
     """An Event message."""
     return stream_pb2.Event(
-        seq=value.seq, task_id=value.task_id, agent=value.agent,
+        seq=value.seq,
+        task_id=value.task_id,
+        agent=value.agent,
         kind=value.kind,  # type: ignore[arg-type]
-        time=timestamp(value.time), json=value.json,
+        time=timestamp(value.time),
+        json=value.json,
     )

@@ -25,8 +25,13 @@ class DaemonService(daemon_pb2_grpc.DaemonServiceServicer):
     """The daemon's own health and lifecycle."""
 
     def __init__(
-        self, config: Config, paths: Paths, db: Db, scheduler: Scheduler,
-        started_at: float, stop: Callable[[], None],
+        self,
+        config: Config,
+        paths: Paths,
+        db: Db,
+        scheduler: Scheduler,
+        started_at: float,
+        stop: Callable[[], None],
     ) -> None:
         self._config = config
         self._paths = paths
@@ -41,9 +46,13 @@ class DaemonService(daemon_pb2_grpc.DaemonServiceServicer):
     ) -> daemon_pb2.GetHealthResponse:
         live = await self._db.call(self._db.store.live_agents)
         return daemon_pb2.GetHealthResponse(
-            version=__version__, pid=os.getpid(), started_at=convert.timestamp(self._started_at),
-            socket=str(self._paths.socket), data_dir=str(self._paths.data_dir),
-            tasks_active=self._scheduler.active(), agents_running=len(live),
+            version=__version__,
+            pid=os.getpid(),
+            started_at=convert.timestamp(self._started_at),
+            socket=str(self._paths.socket),
+            data_dir=str(self._paths.data_dir),
+            tasks_active=self._scheduler.active(),
+            agents_running=len(live),
             image=self._config.docker.image,
         )
 

@@ -27,7 +27,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self._runtime = runtime
 
     @mapped
-    async def BuildImage(  # type: ignore[override]
+    async def BuildImage(
         self, request: images_pb2.BuildImageRequest, context: Context
     ) -> AsyncIterator[images_pb2.BuildImageResponse]:
         tag = request.tag or self._config.docker.image

@@ -27,7 +27,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self._bus = bus
 
     @mapped
-    async def FollowTask(  # type: ignore[override]
+    async def FollowTask(
         self, request: stream_pb2.FollowTaskRequest, context: Context
     ) -> AsyncIterator[stream_pb2.FollowTaskResponse]:
         store = self._db.store

@@ -54,7 +54,9 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: Context
     ) -> tasks_pb2.GetTaskResponse:
-        return tasks_pb2.GetTaskResponse(task=await self._full(await self._resolve(request.task_id)))
+        return tasks_pb2.GetTaskResponse(
+            task=await self._full(await self._resolve(request.task_id))
+        )
 
     @mapped
     async def StartTask(

@@ -17,7 +17,7 @@ import pytest
 
 from tests.fakemodel import FakeModel, Request, error, structured, text, tool_use
 
-IMAGE = os.environ.get("KLAUDIO_AGENT_IMAGE", "klaudio-agent:dev")
+IMAGE = os.environ.get("KLAUDIO_TEST_IMAGE", "klaudio-agent:test")
 LABEL = "klaudio.test=fakemodel"
 RUN_TIMEOUT = 120.0
 
@@ -131,8 +131,8 @@ def docker_image() -> Iterator[str]:
         )
     except (OSError, subprocess.TimeoutExpired):
         found = False
-    if not found:
-        pytest.skip(f"needs a Docker engine and the image {IMAGE}")
+    # CI provides both; a missing one is a failure, never a skip.
+    assert found, f"needs a Docker engine and the image {IMAGE} (.ci/run builds it)"
     yield IMAGE
     ids = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label={LABEL}"],
