@@ -1,0 +1,1 @@
+complete --command klaudio --no-files --arguments "(env _KLAUDIO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) klaudio)" --condition "env _KLAUDIO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) klaudio"
