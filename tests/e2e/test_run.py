@@ -110,6 +110,17 @@ def test_two_subtasks_second_reads_what_first_wrote(daemon: Instance, model: Fak
     assert "StructuredOutput" in planner_tools and not planner_tools & {"Write", "Edit", "Bash"}
     # Finished agents' containers are removed.
     assert _containers(task_id) == []
+    # The API key reached the agents (the model saw it) but never the DB, the log or the stream.
+    secret = daemon.env["ANTHROPIC_API_KEY"]
+    assert model.requests_for("E2E-WRITE")[0].headers.get("x-api-key") == secret
+    logs = daemon.cli("task", "logs", task_id, "--json", check=True).stdout
+    for where, content in [
+        ("database", b"".join(p.read_bytes() for p in (daemon.home / "data").glob("klaudio.db*"))),
+        ("daemon log", daemon.daemon_log().encode()),
+        ("stream", logs.encode()),
+        ("run output", result.stdout.encode() + result.stderr.encode()),
+    ]:
+        assert secret.encode() not in content, f"the API key leaked into the {where}"
 
 
 def test_failing_agent_fails_the_task_and_skips_dependents(
