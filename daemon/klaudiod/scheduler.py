@@ -363,7 +363,7 @@ class Scheduler:
         )
 
     async def _run(self, task: Any, agent: Any, planner: bool) -> Outcome:
-        await self._ensure_image()
+        await self._ensure_image(task.id)
         async with self._slots:
             if not planner:
                 await asyncio.to_thread(hand_over, Path(task.workspace), *agent_user())
@@ -423,13 +423,19 @@ class Scheduler:
             return str(default)
         return ""
 
-    async def _ensure_image(self) -> None:
+    async def _ensure_image(self, task_id: str) -> None:
+        """Build the agent image before the first agent when it is missing or stale."""
         async with self._image_lock:
             if self._image_checked:
                 return
             tag = self._config.docker.image
             if not await asyncio.to_thread(image.is_current, self._runtime, tag):
                 log.info("building agent image %s", tag)
+                notice = f"building the agent image {tag} (first use; this takes a minute)"
+                event = await self._db.call(
+                    self.store.emit, task_id, {"type": "notice", "text": notice}
+                )
+                self._bus.publish([event])
 
                 def build() -> None:
                     for line in image.build(

@@ -376,6 +376,7 @@ class Renderer:
             "questions": self._questions,
             "subtask": self._subtask,
             "agent": self._agent_state,
+            "notice": self._notice,
         }
         handler = handlers.get(_str(event.get("type")))
         return handler(agent, event) if handler else []
@@ -386,6 +387,11 @@ class Renderer:
         reason = _first_line(_str(event.get("reason")), _TEXT_MAX)
         text = f"── task {state}: {reason}" if reason else f"── task {state}"
         return [self._task_line(text, *self._state_codes(state))]
+
+    def _notice(self, agent: str, event: Event) -> list[str]:
+        """Render a daemon notice as '── <text>'."""
+        text = _first_line(_str(event.get("text")), _TEXT_MAX)
+        return [self._task_line(f"── {text}")] if text else []
 
     def _plan(self, agent: str, event: Event) -> list[str]:
         """Render a plan header and one line per subtask."""

@@ -645,3 +645,9 @@ def test_summary_uses_daemon_agent_cost() -> None:
     agent_lines(r, result(cost=0.001), agent="a")
     task_lines(r, {"type": "agent", "agent": "b", "state": "completed", "cost_usd": 0.002})
     assert r.summary() == ["cost: $0.0030 (2 agents)"]
+
+
+def test_notice_event_renders_its_text() -> None:
+    renderer = Renderer()
+    line = renderer.render(1, "", 2, json.dumps({"type": "notice", "text": "building the image"}))
+    assert line == ["── building the image"]
