@@ -83,3 +83,25 @@ def test_cli_never_imports_the_daemon_and_daemon_never_imports_the_cli() -> None
         assert not daemon_import.search(path.read_text()), f"{path} imports the daemon"
     for path in (ROOT / "daemon/klaudiod").rglob("*.py"):
         assert not client_import.search(path.read_text()), f"{path} imports the client side"
+
+
+def test_proto_field_numbers_are_never_reused() -> None:
+    """Every field ever released keeps its number; a removed one leaves its number unused."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from snapshot_proto_fields import SNAPSHOT, current
+
+    released = json.loads(SNAPSHOT.read_text())
+    now = current()
+    for message, fields in released.items():
+        by_number = {number: name for name, number in now.get(message, {}).items()}
+        for name, number in fields.items():
+            assert by_number.get(number, name) == name, (
+                f"{message}: number {number} of removed field {name!r} reused by "
+                f"{by_number[number]!r}; reserve it instead"
+            )
+            if name in now.get(message, {}):
+                assert now[message][name] == number, f"{message}.{name} changed its number"
+    new = {m: set(f) - set(released.get(m, {})) for m, f in now.items()}
+    assert not any(new.values()), (
+        f"new fields {new}: run scripts/snapshot_proto_fields.py and commit tests/data/"
+    )
