@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from klaudio import __version__
 from klaudio.config import Config, load
@@ -81,13 +82,17 @@ def _claim_pid_file(paths: Paths) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether pid is a live klaudiod (not just any process that reused the number)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return b"klaudiod" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
 
 
 def main(argv: list[str] | None = None) -> None:
