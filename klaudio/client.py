@@ -46,7 +46,7 @@ def translate(exc: grpc.RpcError) -> errors.KlaudioError:
     """The klaudio error for a failed call: one exception type per status code."""
     code = exc.code()
     detail = exc.details() or code.name.lower()
-    if code == grpc.StatusCode.UNAVAILABLE and ("connect" in detail or "socket" in detail):
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in detail.lower():
         detail = "daemon not running: start it with `klaudio daemon start`"
     if code == grpc.StatusCode.CANCELLED:
         return errors.Unavailable("the daemon went away during the call")

@@ -86,10 +86,13 @@ def load(
     values: dict[str, tuple[Any, str]] = {}
     for key, value in _read_file(paths.config_file).items():
         values[key] = (value, str(paths.config_file))
-    for key in _all_keys():
-        name = "KLAUDIO_" + key.replace(".", "_").upper()
-        if name in env:
-            values[key] = (env[name], name)
+    known = {"KLAUDIO_" + key.replace(".", "_").upper(): key for key in _all_keys()}
+    prefixes = tuple(f"KLAUDIO_{name.upper()}_" for name, _ in _sections())
+    for name, value in env.items():
+        if name in known:
+            values[known[name]] = (value, name)
+        elif name.startswith(prefixes):
+            raise ConfigError(f"{name}: no such setting (see `klaudio config show`)")
     for key, value in (overrides or {}).items():
         if key not in _all_keys():
             raise ConfigError(f"unknown config key '{key}'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -41,6 +42,15 @@ class Paths:
     @property
     def log_file(self) -> Path:
         return self.state_dir / "klaudiod.log"
+
+    @property
+    def instance_id(self) -> str:
+        """A stable id of this instance, labelled on its containers.
+
+        Instances sharing a Docker engine (other users, KLAUDIO_HOMEs, test runs) never touch
+        each other's containers.
+        """
+        return hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
 
 
 def resolve(env: Mapping[str, str] | None = None, config_file: str | None = None) -> Paths:

@@ -25,19 +25,33 @@ def source_dir() -> Path:
     raise NotFound("the agent image's files (agent-docker/) are not installed")
 
 
-def content_hash(directory: Path | None = None) -> str:
-    """A hash of the shipped files: the image is rebuilt when it changes."""
-    directory = directory or source_dir()
+def content_hash(base_image: str, extra_ca_file: str = "") -> str:
+    """A hash of what the image is built from; the image is rebuilt when it changes.
+
+    It covers the shipped files, the base image's name and the extra CA certificates.
+    """
+    directory = source_dir()
     digest = hashlib.sha256()
     for name in SHIPPED:
         digest.update(name.encode() + b"\0" + (directory / name).read_bytes() + b"\0")
+    digest.update(base_image.encode() + b"\0" + _extra_ca(extra_ca_file))
     return digest.hexdigest()[:16]
 
 
-def is_current(runtime: Runtime, tag: str) -> bool:
-    """Whether an image with this tag exists and was built from the shipped files."""
+def is_current(runtime: Runtime, tag: str, base_image: str, extra_ca_file: str = "") -> bool:
+    """Whether an image with this tag exists and was built from exactly these inputs."""
     labels = runtime.has_image(tag)
-    return labels is not None and labels.get(LABEL_HASH) == content_hash()
+    expected = content_hash(base_image, extra_ca_file)
+    return labels is not None and labels.get(LABEL_HASH) == expected
+
+
+def _extra_ca(path: str) -> bytes:
+    if not path:
+        return b""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidArgument(f"extra CA file {path} does not exist")
+    return file.read_bytes()
 
 
 def build(runtime: Runtime, tag: str, base_image: str, extra_ca_file: str = "") -> Iterator[str]:
@@ -46,17 +60,10 @@ def build(runtime: Runtime, tag: str, base_image: str, extra_ca_file: str = "") 
     with tempfile.TemporaryDirectory(prefix="klaudio-image-") as ctx:
         for name in SHIPPED:
             shutil.copy2(src / name, Path(ctx) / name)
-        ca = Path(ctx) / "extra-ca.crt"
-        if extra_ca_file:
-            path = Path(extra_ca_file).expanduser()
-            if not path.is_file():
-                raise InvalidArgument(f"extra CA file {extra_ca_file} does not exist")
-            shutil.copyfile(path, ca)
-        else:
-            ca.write_bytes(b"")
+        (Path(ctx) / "extra-ca.crt").write_bytes(_extra_ca(extra_ca_file))
         yield from runtime.build(
             ctx,
             tag,
             buildargs={"BASE_IMAGE": base_image},
-            labels={LABEL_HASH: content_hash(src), LABEL_BASE: base_image},
+            labels={LABEL_HASH: content_hash(base_image, extra_ca_file), LABEL_BASE: base_image},
         )

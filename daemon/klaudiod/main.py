@@ -38,7 +38,7 @@ async def serve(config: Config, paths: Paths) -> None:
     db = Db()
     await db.open(paths.db_file)
     bus = Bus()
-    runtime = Runtime()
+    runtime = Runtime(paths.instance_id)
     scheduler = Scheduler(config, paths, db, bus, runtime)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,10 +55,7 @@ async def serve(config: Config, paths: Paths) -> None:
         },
     )
     log.info("klaudiod %s listening on %s (pid %d)", __version__, paths.socket, os.getpid())
-    try:
-        await scheduler.recover()
-    except KlaudioError as exc:
-        log.error("recovery incomplete: %s", exc)
+    await scheduler.recover()
     await stopping.wait()
     log.info("stopping; agents keep running and are adopted on the next start")
     await grpc_server.stop(grace=0.5)

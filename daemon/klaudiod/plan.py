@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from klaudio.errors import InvalidArgument
 STRATEGIES = ("dag", "collaborative")
 COMPLEXITIES = ("low", "medium", "high")
 MAX_SUBTASKS = 50
+PLANNER_AGENT = "planner"
 
 _STR = {"type": "string"}
 _STRS = {"type": "array", "items": {"type": "string"}}
@@ -157,6 +159,11 @@ def validate(plan: Plan, roles: frozenset[str] | None = None) -> None:
         )
     ids = [s.id for s in plan.subtasks]
     _unique(ids, "subtask")
+    names: dict[str, str] = {}
+    for sid in ids:
+        other = names.setdefault(agent_name(sid), sid)
+        if other != sid:
+            raise InvalidArgument(f"subtask ids {other!r} and {sid!r} are too alike; rename one")
     known = set(ids)
     for sub in plan.subtasks:
         if not sub.prompt.strip():
@@ -171,6 +178,12 @@ def validate(plan: Plan, roles: frozenset[str] | None = None) -> None:
         if roles is not None and sub.agent_role not in roles:
             raise InvalidArgument(f"subtask {sub.id!r} has unknown agent_role {sub.agent_role!r}")
     order(plan.subtasks)
+
+
+def agent_name(subtask_id: str) -> str:
+    """The agent (and container name part) for a subtask: its id made safe for Docker."""
+    slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", subtask_id).strip("-.")[:40] or "subtask"
+    return f"{slug}-worker" if slug == PLANNER_AGENT else slug
 
 
 def order(subtasks: tuple[SubtaskSpec, ...]) -> list[str]:

@@ -1,6 +1,6 @@
 """Agent containers through docker-py: create or adopt, inspect, stop and remove, by label.
 
-The daemon only ever touches containers carrying LABEL_TASK. Docker errors become klaudio
+The daemon only ever touches containers carrying its instance's label. Docker errors become klaudio
 errors here, in one place. All functions block: callers run them in a thread.
 """
 
@@ -19,6 +19,7 @@ from docker.types import Mount
 
 from klaudio.errors import KlaudioError, Unavailable
 
+LABEL_INSTANCE = "klaudio.instance"
 LABEL_TASK = "klaudio.task"
 LABEL_AGENT = "klaudio.agent"
 LABEL_ROLE = "klaudio.role"
@@ -42,7 +43,6 @@ class ContainerSpec:
     memory: str
     cpus: float
     pids_limit: int
-    extra_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ def docker_errors(action: str) -> Iterator[None]:
 class Runtime:
     """The Docker engine, as klaudio uses it."""
 
-    def __init__(self) -> None:
+    def __init__(self, instance: str) -> None:
+        self._instance = instance
         self._client: docker.DockerClient | None = None
 
     @property
@@ -111,7 +112,7 @@ class Runtime:
             spec.image,
             command=spec.command,
             name=spec.name,
-            labels={**spec.labels, **spec.extra_labels},
+            labels={**spec.labels, LABEL_INSTANCE: self._instance},
             environment=spec.environment,
             mounts=[
                 Mount(target=target, source=source, type="bind", read_only=ro)
@@ -162,10 +163,12 @@ class Runtime:
             self.client.api.remove_container(name, force=True)
 
     def labelled(self, task_id: str | None = None) -> list[dict[str, str]]:
-        """The labels of every klaudio container (of one task, when given)."""
-        label = f"{LABEL_TASK}={task_id}" if task_id else LABEL_TASK
+        """The name and labels of this instance's containers (of one task, when given)."""
+        labels = [f"{LABEL_INSTANCE}={self._instance}"]
+        if task_id:
+            labels.append(f"{LABEL_TASK}={task_id}")
         with docker_errors("listing containers"):
-            found = self.client.api.containers(all=True, filters={"label": label})
+            found = self.client.api.containers(all=True, filters={"label": labels})
         return [{"name": c["Names"][0].lstrip("/"), **c.get("Labels", {})} for c in found]
 
     def has_image(self, tag: str) -> dict[str, str] | None:

@@ -7,9 +7,9 @@ restart every active task is picked up again where its records say it was.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -37,7 +37,7 @@ from klaudiod.stream import Bus, Overflow
 
 log = logging.getLogger(__name__)
 
-PLANNER = "planner"
+PLANNER = plan.PLANNER_AGENT
 
 
 class Scheduler:
@@ -150,10 +150,14 @@ class Scheduler:
     async def recover(self) -> None:
         """After a (re)start: remove orphaned containers and drive every active task again."""
         live = {(a.task_id, a.name) for a in await self._db.call(self.store.live_agents)}
-        for found in await asyncio.to_thread(self._runtime.labelled):
-            if (found.get(LABEL_TASK), found.get(LABEL_AGENT)) not in live:
-                log.info("removing orphaned container %s", found["name"])
-                await asyncio.to_thread(self._runtime.remove, found["name"])
+        try:
+            for found in await asyncio.to_thread(self._runtime.labelled):
+                if (found.get(LABEL_TASK), found.get(LABEL_AGENT)) not in live:
+                    log.info("removing orphaned container %s", found["name"])
+                    await asyncio.to_thread(self._runtime.remove, found["name"])
+        except KlaudioError as exc:
+            # Docker may be down; the tasks below then fail with its error, one by one.
+            log.error("cannot look for orphaned containers: %s", exc)
         for task in await self._db.call(self.store.tasks, list(states.ACTIVE)):
             log.info("resuming task %s (%s)", task.id, task.state)
             self._spawn(task.id)
@@ -280,14 +284,14 @@ class Scheduler:
 
     async def _finish(self, task: Any) -> None:
         subs = await self._db.call(self.store.subtasks, task.id)
-        await asyncio.to_thread(take_back, Path(task.workspace))
         failed = [s for s in subs if s.state == states.SUBTASK_FAILED]
         if not failed:
+            await asyncio.to_thread(take_back, Path(task.workspace))
             await self._transition(task.id, states.COMPLETED)
             return
         reasons = []
         for sub in failed:
-            found = await self._db.call(self.store.find_agent, task.id, _agent_name(sub.key))
+            found = await self._db.call(self.store.find_agent, task.id, plan.agent_name(sub.key))
             reasons.append(f"subtask {sub.key} failed: {found.reason if found else 'unknown'}")
         skipped = [s.key for s in subs if s.state == states.SUBTASK_SKIPPED]
         if skipped:
@@ -295,7 +299,7 @@ class Scheduler:
         await self._fail(task.id, "; ".join(reasons))
 
     async def _run_subtask(self, task: Any, sub: Any) -> Outcome:
-        name = _agent_name(sub.key)
+        name = plan.agent_name(sub.key)
         try:
             agent = await self._db.call(self.store.find_agent, task.id, name)
             if agent is None:
@@ -335,7 +339,7 @@ class Scheduler:
             folder = Path(task.workspace) / ".klaudio" / "context"
             folder.mkdir(parents=True, exist_ok=True)
             for key, text in context.items():
-                (folder / f"{_slug(key)}.md").write_text(text)
+                (folder / f"{plan.agent_name(key)}.md").write_text(text)
         return context
 
     # Agents ------------------------------------------------------------------------------
@@ -428,8 +432,11 @@ class Scheduler:
         async with self._image_lock:
             if self._image_checked:
                 return
-            tag = self._config.docker.image
-            if not await asyncio.to_thread(image.is_current, self._runtime, tag):
+            docker = self._config.docker
+            tag = docker.image
+            if not await asyncio.to_thread(
+                image.is_current, self._runtime, tag, docker.base_image, docker.extra_ca_file
+            ):
                 log.info("building agent image %s", tag)
                 notice = f"building the agent image {tag} (first use; this takes a minute)"
                 event = await self._db.call(
@@ -460,6 +467,7 @@ class Scheduler:
         return task
 
     async def _fail(self, task_id: str, reason: str) -> Any:
+        await asyncio.to_thread(take_back, self._paths.tasks_dir / task_id / "workspace")
         try:
             return await self._transition(task_id, states.FAILED, reason)
         except FailedPrecondition:
@@ -467,23 +475,12 @@ class Scheduler:
 
 
 def _deps(sub: Any) -> list[str]:
-    import json
-
     return list(json.loads(sub.depends_on))
 
 
 def _deps_done(sub: Any, subs: list[Any]) -> bool:
     state = {s.key: s.state for s in subs}
     return all(state.get(d) == states.SUBTASK_COMPLETED for d in _deps(sub))
-
-
-def _slug(key: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", key).strip("-.")[:40] or "subtask"
-
-
-def _agent_name(key: str) -> str:
-    slug = _slug(key)
-    return f"{slug}-worker" if slug == PLANNER else slug
 
 
 def _default_name(prompt: str) -> str:

@@ -41,8 +41,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 # The daemon drives tasks in these states (and picks them up again after a restart).
 ACTIVE = frozenset({PLANNING, APPROVED, RUNNING})
-# A follower or waiter is done once the task is in one of these.
-SETTLED = frozenset({COMPLETED, FAILED, CANCELLED, PAUSED})
+# A follower or waiter is done once the task is in one of these (each needs a person to act,
+# or is final). A planned task is not: it waits for `klaudio task approve`.
+SETTLED = frozenset({COMPLETED, FAILED, CANCELLED, PAUSED, AWAITING_ANSWERS})
 
 # Subtask states.
 SUBTASK_PENDING = "pending"

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from klaudio.cli.common import color_enabled, out
+from klaudio.cli.common import color_enabled, note, out
 from klaudio.cli.render import Renderer
-from klaudio.errors import ResourceExhausted
+from klaudio.errors import ResourceExhausted, Unavailable
 
 if TYPE_CHECKING:
     from klaudio.client import Client
     from klaudio.rpc.v1.stream_pb2 import Event
 
 KINDS = {1: "agent", 2: "task"}
+RECONNECT_SECONDS = 60.0
 
 
 def events(
     client: Client, task_id: str, agent: str = "", since: int = 0, follow: bool = True
 ) -> Iterator[Event]:
-    """The task's events after since; resumes by itself when the daemon cuts a slow follower."""
+    """The task's events after since, in order, each once.
+
+    Resumes from the last event seen when the daemon cuts a slow follower off, or restarts (it
+    waits up to RECONNECT_SECONDS for the daemon to come back).
+    """
     last = since
     while True:
         try:
@@ -30,6 +36,23 @@ def events(
             return
         except ResourceExhausted:
             continue
+        except Unavailable:
+            if not follow:
+                raise
+            _await_daemon(client)
+
+
+def _await_daemon(client: Client) -> None:
+    from klaudio.client import answers
+
+    note(f"lost the daemon; waiting up to {RECONNECT_SECONDS:g}s for it to come back")
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while time.monotonic() < deadline:
+        if answers(client, timeout=1.0):
+            note("daemon is back; resuming")
+            return
+        time.sleep(0.2)
+    raise Unavailable(f"the daemon did not come back within {RECONNECT_SECONDS:g}s")
 
 
 class Printer:

@@ -14,7 +14,7 @@ from klaudio.cli.common import OPTIONS
 EPILOG = (
     "Exit codes: 0 ok (task completed); 1 task failed; 2 bad input; 3 not found; "
     "4 not allowed in the current state; 5 daemon or Docker unavailable; 6 timed out; "
-    "7 task paused, cancelled or awaiting answers; 130 interrupted."
+    "7 task paused, cancelled or awaiting answers; 70 internal error; 130 interrupted."
 )
 
 app = typer.Typer(

@@ -103,7 +103,7 @@ def approve(task_id: TaskId) -> None:
 
 @app.command("delete")
 def delete(task_id: TaskId) -> None:
-    """Delete a settled task with its workspace, agents and logs."""
+    """Delete a task that no agent is working on, with its workspace, agents and logs."""
     client = connect()
     task = client.get_task(task_id)
     client.delete_task(task.id)

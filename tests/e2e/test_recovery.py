@@ -37,6 +37,10 @@ def test_restart_mid_agent_adopts_it_with_no_gap_or_duplicate(
     ).stdout.strip()
     wait_for(entered.is_set, 120, "the worker's model request")
     before = daemon.cli("task", "logs", task_id, "--json", check=True).stdout.splitlines()
+    follower = daemon.popen("task", "logs", task_id, "-f", "--json")
+    assert follower.stdout is not None
+    first = follower.stdout.readline()  # connected and replaying before the daemon goes away
+    assert first == before[0] + "\n"
 
     assert daemon.process is not None
     started = time.monotonic()
@@ -57,6 +61,11 @@ def test_restart_mid_agent_adopts_it_with_no_gap_or_duplicate(
 
     after = daemon.cli("task", "logs", task_id, "--json", check=True).stdout.splitlines()
     assert after[: len(before)] == before
+    # A follower that was live across the restart saw exactly the persisted stream.
+    rest, errors = follower.communicate(timeout=60)
+    assert follower.returncode == 0, errors
+    assert (first + rest).splitlines() == after
+    assert "daemon is back; resuming" in errors
     events = [json.loads(line) for line in after]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     worker = [e["event"] for e in events if e["agent"] == "slow" and e["kind"] == "agent"]

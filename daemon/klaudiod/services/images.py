@@ -33,7 +33,8 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         tag = request.tag or self._config.docker.image
         base = request.base_image or self._config.docker.base_image
         ca = request.extra_ca_file or self._config.docker.extra_ca_file
-        if not request.force and await asyncio.to_thread(image.is_current, self._runtime, tag):
+        current = await asyncio.to_thread(image.is_current, self._runtime, tag, base, ca)
+        if current and not request.force:
             yield images_pb2.BuildImageResponse(line=f"{tag} is up to date", tag=tag, image_id=tag)
             return
         queue: asyncio.Queue[Any] = asyncio.Queue()
