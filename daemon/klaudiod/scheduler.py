@@ -306,26 +306,13 @@ class Scheduler:
                 context = await self._context(task, sub)
                 prompt = agentlib.worker_prompt(task.prompt, sub.name, sub.prompt, context)
                 agent = await self._new_agent(task, name, sub.agent_role, sub.id, prompt)
+        except (KlaudioError, OSError) as exc:
+            result = Outcome(False, None, f"cannot start agent {name}: {exc}", "", 0.0, "")
+        else:
             if agent.state in states.AGENT_LIVE:
                 result = await self._run(task, agent, planner=False)
             else:
                 result = agentlib.outcome(Path(agent.run_dir) / "out.jsonl", agent.exit_code)
-        except KlaudioError as exc:
-            result = Outcome(False, None, str(exc), "", 0.0, "")
-            agent = await self._db.call(self.store.find_agent, task.id, name)
-            if agent is not None and agent.state in states.AGENT_LIVE:
-                self._bus.publish(
-                    [
-                        (
-                            await self._db.call(
-                                self.store.set_agent_state,
-                                agent.id,
-                                states.AGENT_FAILED,
-                                reason=str(exc),
-                            )
-                        )[1]
-                    ]
-                )
         final = states.SUBTASK_COMPLETED if result.ok else states.SUBTASK_FAILED
         _, event = await self._db.call(self.store.set_subtask, sub.id, final, result.result)
         self._bus.publish([event])
@@ -367,11 +354,19 @@ class Scheduler:
         )
 
     async def _run(self, task: Any, agent: Any, planner: bool) -> Outcome:
-        await self._ensure_image(task.id)
-        async with self._slots:
-            if not planner:
-                await asyncio.to_thread(hand_over, Path(task.workspace), *agent_user())
-            return await self._runner.run(agent, self._spec(task, agent, planner), planner)
+        """Run a live agent to its end; a failure to run it (Docker down, say) fails the agent."""
+        try:
+            await self._ensure_image(task.id)
+            async with self._slots:
+                if not planner:
+                    await asyncio.to_thread(hand_over, Path(task.workspace), *agent_user())
+                return await self._runner.run(agent, self._spec(task, agent, planner), planner)
+        except KlaudioError as exc:
+            _, event = await self._db.call(
+                self.store.set_agent_state, agent.id, states.AGENT_FAILED, reason=str(exc)
+            )
+            self._bus.publish([event])
+            return Outcome(False, None, str(exc), "", 0.0, "")
 
     def _spec(self, task: Any, agent: Any, planner: bool) -> ContainerSpec:
         uid, gid = agent_user()
