@@ -151,13 +151,17 @@ def _build(values: Mapping[str, tuple[Any, str]]) -> Config:
 
 def _coerce(key: str, raw: Any, kind: type, source: str) -> Any:
     try:
+        if raw is None or isinstance(raw, list | dict):
+            raise ValueError(raw)
         if kind is bool and isinstance(raw, str):
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(raw)
-        if kind is int and isinstance(raw, float | bool):
+        if kind in (int, float) and isinstance(raw, bool):
+            raise ValueError(raw)
+        if kind is int and isinstance(raw, float):
             raise ValueError(raw)
         return kind(raw)
     except (TypeError, ValueError):

@@ -144,5 +144,13 @@ def _error_text(result: dict[str, Any], exit_code: int) -> str:
     detail = detail or str(result.get("result") or "") or str(result.get("subtype") or "error")
     detail = detail.strip().splitlines()[0] if detail.strip() else "error"
     reason = result.get("terminal_reason")
-    prefix = "API error" if reason == "api_error" else (reason or result.get("subtype") or "error")
+    subtype = result.get("subtype")
+    if reason == "api_error":
+        prefix = "API error"
+    elif reason:
+        prefix = str(reason)
+    elif subtype and subtype != "success":
+        prefix = str(subtype)
+    else:
+        prefix = "error"
     return f"{prefix}: {detail[:300]} (exit {exit_code})"

@@ -198,7 +198,7 @@ def order(subtasks: tuple[SubtaskSpec, ...]) -> list[str]:
         ready = [sid for sid, deps in remaining.items() if not deps]
         if not ready:
             raise InvalidArgument(
-                "plan has a dependency cycle among: " + ", ".join(sorted(remaining))
+                "plan has a dependency cycle among: " + ", ".join(sorted(_in_cycles(remaining)))
             )
         for sid in ready:
             result.append(sid)
@@ -206,6 +206,21 @@ def order(subtasks: tuple[SubtaskSpec, ...]) -> list[str]:
         for deps in remaining.values():
             deps.difference_update(ready)
     return result
+
+
+def _in_cycles(graph: dict[str, set[str]]) -> set[str]:
+    """The nodes of graph (id -> dependencies) on a cycle, or between cycles.
+
+    They are what is left after repeatedly dropping the nodes nothing left depends on.
+    """
+    nodes = {sid: set(deps) & set(graph) for sid, deps in graph.items()}
+    while True:
+        needed = set().union(*nodes.values()) if nodes else set()
+        leaves = [sid for sid in nodes if sid not in needed]
+        if not leaves:
+            return set(nodes)
+        for sid in leaves:
+            del nodes[sid]
 
 
 def to_json(plan: Plan) -> str:

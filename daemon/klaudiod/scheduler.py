@@ -480,4 +480,4 @@ def _deps_done(sub: Any, subs: list[Any]) -> bool:
 
 def _default_name(prompt: str) -> str:
     first = prompt.strip().splitlines()[0] if prompt.strip() else "task"
-    return first[:60]
+    return first[:60].strip()

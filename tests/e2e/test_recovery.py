@@ -27,8 +27,12 @@ def test_restart_mid_agent_adopts_it_with_no_gap_or_duplicate(
     def slow(req: Request) -> list[Any]:
         entered.set()
         release.wait(120)
-        return [text("writing now"), tool_use("Write", {"file_path": "/workspace/late.txt",
-                                                          "content": "written after restart\n"})]
+        return [
+            text("writing now"),
+            tool_use(
+                "Write", {"file_path": "/workspace/late.txt", "content": "written after restart\n"}
+            ),
+        ]
 
     model.script("E2E-SLOW", [slow, [text("slow worker done")]])
     model.script("E2E-RESTART", [[structured(plan(subtask("slow", "E2E-SLOW take your time")))]])
@@ -48,9 +52,18 @@ def test_restart_mid_agent_adopts_it_with_no_gap_or_duplicate(
     daemon.process.wait(timeout=5)
     assert time.monotonic() - started < 2.0, "SIGTERM must stop the daemon within 2 s"
     running = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label=klaudio.task={task_id}",
-         "--filter", "label=klaudio.agent=slow"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=klaudio.task={task_id}",
+            "--filter",
+            "label=klaudio.agent=slow",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert len(running) == 1, "the agent keeps running while the daemon is down"
 
@@ -74,8 +87,10 @@ def test_restart_mid_agent_adopts_it_with_no_gap_or_duplicate(
     assert sum(1 for e in worker if e.get("type") == "system" and e.get("subtype") == "init") == 1
     texts = [
         block.get("text")
-        for e in worker if e.get("type") == "assistant"
-        for block in e["message"]["content"] if block.get("type") == "text"
+        for e in worker
+        if e.get("type") == "assistant"
+        for block in e["message"]["content"]
+        if block.get("type") == "text"
     ]
     assert texts == ["writing now", "slow worker done"]
     task = daemon.show(task_id)
