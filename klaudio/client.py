@@ -71,7 +71,9 @@ class Client:
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
-        self._channel = grpc.insecure_channel(f"unix:{paths.socket}")
+        self._channel = grpc.insecure_channel(
+            f"unix:{paths.socket}", options=[("grpc.max_receive_message_length", 64 << 20)]
+        )
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
         self._daemon = daemon_pb2_grpc.DaemonServiceStub(self._channel)

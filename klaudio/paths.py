@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -50,6 +49,8 @@ class Paths:
         Instances sharing a Docker engine (other users, KLAUDIO_HOMEs, test runs) never touch
         each other's containers.
         """
+        import hashlib
+
         return hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
 
 

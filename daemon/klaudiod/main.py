@@ -10,12 +10,12 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from klaudio import __version__
 from klaudio.config import Config, load
 from klaudio.errors import KlaudioError
 from klaudio.paths import Paths, ensure_private_dir, resolve
+from klaudio.procs import alive
 from klaudiod import server
 from klaudiod.db import Db
 from klaudiod.runtime import Runtime
@@ -73,23 +73,9 @@ def _claim_pid_file(paths: Paths) -> None:
         pid = int(paths.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         pid = 0
-    if pid and pid != os.getpid() and _alive(pid):
+    if pid and pid != os.getpid() and alive(pid):
         raise KlaudioError(f"another klaudiod (pid {pid}) already serves {paths.socket}")
     paths.pid_file.write_text(f"{os.getpid()}\n")
-
-
-def _alive(pid: int) -> bool:
-    """Whether pid is a live klaudiod (not just any process that reused the number)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return b"klaudiod" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
 
 
 def main(argv: list[str] | None = None) -> None:

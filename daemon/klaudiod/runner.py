@@ -21,7 +21,7 @@ from klaudiod.stream import Bus
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 INSPECT_SECONDS = 2.0
 READ_CHUNK = 1 << 20
 

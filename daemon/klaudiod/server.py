@@ -73,7 +73,11 @@ async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio
     paths.socket.unlink(missing_ok=True)
     server = grpc.aio.server(
         interceptors=[TokenInterceptor(token)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 16 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+        ],
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(servicers["tasks"], server)
     stream_pb2_grpc.add_StreamServiceServicer_to_server(servicers["stream"], server)

@@ -118,8 +118,9 @@ class Store:
         return str(matches[0])
 
     def tasks(self, only: Sequence[str] = ()) -> list[Task]:
-        """All tasks, newest first, optionally only those in the given states."""
-        query = Task.select().order_by(Task.created_at.desc())
+        """All tasks without their prompts, newest first, optionally only in the given states."""
+        fields = [f for f in Task._meta.sorted_fields if f.name != "prompt"]
+        query = Task.select(*fields).order_by(Task.created_at.desc())
         if only:
             query = query.where(Task.state.in_(list(only)))
         return list(query)

@@ -35,6 +35,7 @@ def start() -> None:
 def stop() -> None:
     """Stop the daemon; running agents keep running and are adopted on the next start."""
     from klaudio.client import Client, answers, read_pid
+    from klaudio.procs import alive
 
     instance = paths()
     client = Client(instance)
@@ -45,7 +46,7 @@ def stop() -> None:
     client.stop_daemon()
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        if not instance.socket.exists() and (pid is None or not _alive(pid)):
+        if not instance.socket.exists() and (pid is None or not alive(pid)):
             note("klaudiod stopped")
             return
         time.sleep(0.05)
@@ -80,15 +81,3 @@ def logs(
         raise errors.NotFound(f"no daemon log at {log_file}")
     for line in log_file.read_text(errors="replace").splitlines()[-lines:] if lines else []:
         out(line)
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

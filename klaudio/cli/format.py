@@ -33,14 +33,13 @@ def _time(stamp: Any) -> str | None:
     return stamp.ToJsonString() if stamp.seconds or stamp.nanos else None
 
 
-def task_dict(task: Task) -> dict[str, Any]:
-    """A task as a JSON-ready dict with stable keys."""
-    data: dict[str, Any] = {
+def summary_dict(task: Task) -> dict[str, Any]:
+    """A task's summary (as `task list -o json` prints it) with stable keys."""
+    return {
         "id": task.id,
         "name": task.name,
         "state": state(task),
         "reason": task.reason,
-        "prompt": task.prompt,
         "repo": task.repo,
         "workspace": task.workspace,
         "auto_approve": task.auto_approve,
@@ -48,6 +47,12 @@ def task_dict(task: Task) -> dict[str, Any]:
         "created_at": _time(task.created_at),
         "updated_at": _time(task.updated_at),
     }
+
+
+def task_dict(task: Task) -> dict[str, Any]:
+    """A whole task (as `task show -o json` prints it) with stable keys."""
+    data = summary_dict(task)
+    data["prompt"] = task.prompt
     if task.HasField("plan"):
         data["plan"] = {
             "analysis": task.plan.analysis,

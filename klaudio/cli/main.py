@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -57,17 +58,31 @@ def root(
 
 def main() -> None:
     """Entry point: run the CLI, turning every error into one line and a documented exit code."""
+    code = run()
+    # Skip the interpreter's teardown (gRPC's threads, module cleanup): 40 ms on every command.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run() -> int:
+    """Run the CLI and return its exit code."""
     try:
         app()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except errors.KlaudioError as exc:
         if OPTIONS.debug:
             raise
         print(f"klaudio: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(errors.EXIT_INTERRUPTED)
+        return errors.EXIT_INTERRUPTED
     except Exception as exc:
         if OPTIONS.debug:
             raise
         print(f"klaudio: internal error: {exc} (run with --debug for details)", file=sys.stderr)
-        sys.exit(errors.EXIT_INTERNAL)
+        return errors.EXIT_INTERNAL
+    return errors.EXIT_OK

@@ -67,7 +67,7 @@ def list_(
         raise errors.InvalidArgument(f"--state {unknown[0]!r} is not a task state")
     tasks = connect().list_tasks(wanted)
     if output == Output.json:
-        out(json.dumps([fmt.task_dict(t) for t in tasks], indent=2))
+        out(json.dumps([fmt.summary_dict(t) for t in tasks], indent=2))
     else:
         for line in fmt.table(tasks):
             out(line)

@@ -58,8 +58,9 @@ def test_list_json_shows_the_created_task(daemon: Instance) -> None:
     assert [t["id"] for t in tasks] == [task_id]
     assert tasks[0]["state"] == "created"
     assert tasks[0]["name"] == "haiku"
-    assert tasks[0]["prompt"] == "write a haiku\nabout the sea"
     assert tasks[0]["cost_usd"] == 0.0
+    assert "prompt" not in tasks[0]  # lists carry summaries; `task show` has the prompt
+    assert daemon.show(task_id)["prompt"] == "write a haiku\nabout the sea"
 
 
 def test_a_task_without_a_name_is_named_after_its_first_line(daemon: Instance) -> None:

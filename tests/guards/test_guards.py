@@ -58,12 +58,10 @@ def test_completion_answers_from_the_cli(words: str, cword: int, expected: set[s
 
 def test_help_loads_no_heavy_modules() -> None:
     probe = (
-        "import sys, runpy\n"
+        "import sys\n"
         "sys.argv = ['klaudio', '--help']\n"
-        "try:\n"
-        "    runpy.run_module('klaudio', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        "from klaudio.cli.main import run\n"
+        "assert run() == 0\n"
         "import json\n"
         "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     )

@@ -31,11 +31,14 @@ def state_name(value: int) -> str:
 
 
 def task(row: Any, cost: float = 0.0, detail: dict[str, Any] | None = None) -> tasks_pb2.Task:
-    """A Task message; detail (plan, subtasks, agents, questions) fills the nested parts."""
+    """A Task message; detail (plan, subtasks, agents, questions) fills the nested parts.
+
+    Without detail it is a summary, as lists carry: no prompt (prompts can be long) either.
+    """
     msg = tasks_pb2.Task(
         id=row.id,
         name=row.name,
-        prompt=row.prompt,
+        prompt=row.prompt if detail is not None else "",
         state=state(row.state),
         reason=row.reason,
         repo=row.repo,

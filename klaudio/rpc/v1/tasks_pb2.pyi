@@ -372,7 +372,7 @@ class ListTasksResponse(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]:
-        """Newest first; plan and agents are left out."""
+        """Newest first; summaries: prompt, plan, agents and questions are left out."""
 
     def __init__(
         self,
