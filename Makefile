@@ -7,6 +7,7 @@ check: lint typecheck test
 
 lint:
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 typecheck:
 	$(PYTHON) -m mypy
