@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,31 +220,6 @@ def _in_cycles(graph: dict[str, set[str]]) -> set[str]:
             return set(nodes)
         for sid in leaves:
             del nodes[sid]
-
-
-def to_json(plan: Plan) -> str:
-    """Serialise a plan in the planner's own shape."""
-    return json.dumps(
-        {
-            "kind": "plan",
-            "analysis": plan.analysis,
-            "strategy": plan.strategy,
-            "subtasks": [
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "description": s.description,
-                    "prompt": s.prompt,
-                    "depends_on": list(s.depends_on),
-                    "files_involved": list(s.files_involved),
-                    "complexity": s.complexity,
-                    "agent_role": s.agent_role,
-                }
-                for s in plan.subtasks
-            ],
-            "notes": plan.notes,
-        }
-    )
 
 
 def _subtask(item: dict[str, Any]) -> SubtaskSpec:

@@ -91,11 +91,6 @@ class Runtime:
                 self._client = docker.from_env(timeout=120)
         return self._client
 
-    def ping(self) -> None:
-        """Check that the engine answers."""
-        with docker_errors("connecting to the engine"):
-            self.client.ping()
-
     def ensure_started(self, spec: ContainerSpec) -> str:
         """Create and start the container, or adopt the one already named so; return its id."""
         with docker_errors(f"starting container {spec.name}"):
@@ -145,14 +140,6 @@ class Runtime:
             oom_killed=bool(st.get("OOMKilled")),
             error=str(st.get("Error") or ""),
         )
-
-    def stop(self, name: str, timeout: float = 10) -> None:
-        """Stop a container (SIGTERM, then SIGKILL after timeout); a missing one is fine."""
-        with (
-            docker_errors(f"stopping container {name}"),
-            contextlib.suppress(docker.errors.NotFound),
-        ):
-            self.client.api.stop(name, timeout=int(timeout))
 
     def remove(self, name: str) -> None:
         """Remove a container, killing it if it still runs; a missing one is fine."""

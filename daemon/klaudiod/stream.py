@@ -102,7 +102,3 @@ class Bus:
             event = Event.of(row)
             for sub in list(self._subs.get(event.task_id, ())):
                 sub.offer(event)
-
-    def followers(self) -> int:
-        """How many subscriptions are open."""
-        return sum(len(s) for s in self._subs.values())
