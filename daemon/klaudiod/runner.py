@@ -80,6 +80,9 @@ class AgentRunner:
         out = OutputFile(run_dir / "out.jsonl", agent.output_offset)
         exit_code, container = await self._follow(agent, out, run_dir)
         await self._flush(agent.id, out, final=True)
+        if exit_code != 0 and container is None:
+            # Look again, now that it has ended: was it killed for memory?
+            container = await asyncio.to_thread(self._runtime.state, spec.name)
         oom = bool(container and container.oom_killed)
         result = outcome(run_dir / "out.jsonl", exit_code, oom, needs_structured)
         fields = {
@@ -106,7 +109,7 @@ class AgentRunner:
             await self._flush(agent.id, out)
             code = exit_code_file(run_dir)
             if code is not None:
-                return code, state
+                return code, None
             if time.monotonic() >= next_inspect:
                 next_inspect = time.monotonic() + INSPECT_SECONDS
                 state = await asyncio.to_thread(self._runtime.state, agent.container)
@@ -114,7 +117,8 @@ class AgentRunner:
                     return exit_code_file(run_dir), None
                 if not state.running:
                     # The entrypoint did not record an exit: the container itself was killed.
-                    return exit_code_file(run_dir) or state.exit_code, state
+                    code = exit_code_file(run_dir)
+                    return (state.exit_code if code is None else code), state
             await asyncio.sleep(POLL_SECONDS)
 
     async def _flush(self, agent_id: int, out: OutputFile, final: bool = False) -> None:

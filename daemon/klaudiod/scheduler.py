@@ -101,11 +101,6 @@ class Scheduler:
 
     async def approve(self, task_id: str) -> Any:
         """Approve a planned task's plan; execution starts at once."""
-        task = await self._db.call(self.store.task, task_id)
-        if task.state != states.PLANNED:
-            raise FailedPrecondition(
-                f"task {task_id[:8]} is {task.state}; only a planned task can be approved"
-            )
         task = await self._transition(
             task_id, states.APPROVED, "approved", only_from=[states.PLANNED]
         )
@@ -125,7 +120,7 @@ class Scheduler:
         await asyncio.to_thread(shutil.rmtree, self._paths.tasks_dir / task_id, True)
 
     async def wait(self, task_id: str) -> Any:
-        """Return the task once it has settled (completed, failed, cancelled or paused)."""
+        """Return the task once it has settled (see states.SETTLED)."""
         sub = self._bus.subscribe(task_id)
         try:
             task = await self._db.call(self.store.task, task_id)
@@ -252,7 +247,15 @@ class Scheduler:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for finished in done:
-                    running.pop(finished)
+                    sub = running.pop(finished)
+                    if finished.exception() is not None:
+                        log.error(
+                            "subtask %s: internal error", sub.key, exc_info=finished.exception()
+                        )
+                        _, event = await self._db.call(
+                            self.store.set_subtask, sub.id, states.SUBTASK_FAILED
+                        )
+                        self._bus.publish([event])
         except asyncio.CancelledError:
             for child in running:
                 child.cancel()
@@ -283,19 +286,28 @@ class Scheduler:
                 self._bus.publish([event])
 
     async def _finish(self, task: Any) -> None:
+        """Complete the task when every subtask completed; otherwise fail it, saying why."""
         subs = await self._db.call(self.store.subtasks, task.id)
-        failed = [s for s in subs if s.state == states.SUBTASK_FAILED]
-        if not failed:
+        if all(s.state == states.SUBTASK_COMPLETED for s in subs):
             await asyncio.to_thread(take_back, Path(task.workspace))
             await self._transition(task.id, states.COMPLETED)
             return
         reasons = []
-        for sub in failed:
-            found = await self._db.call(self.store.find_agent, task.id, plan.agent_name(sub.key))
-            reasons.append(f"subtask {sub.key} failed: {found.reason if found else 'unknown'}")
+        for sub in subs:
+            if sub.state == states.SUBTASK_FAILED:
+                agent = await self._db.call(
+                    self.store.find_agent, task.id, plan.agent_name(sub.key)
+                )
+                why = agent.reason if agent and agent.reason else "its agent did not start"
+                reasons.append(f"subtask {sub.key} failed: {why}")
         skipped = [s.key for s in subs if s.state == states.SUBTASK_SKIPPED]
         if skipped:
             reasons.append("skipped: " + ", ".join(skipped))
+        unfinished = [
+            s.key for s in subs if s.state in (states.SUBTASK_PENDING, states.SUBTASK_RUNNING)
+        ]
+        if unfinished:
+            reasons.append("not finished: " + ", ".join(unfinished))
         await self._fail(task.id, "; ".join(reasons))
 
     async def _run_subtask(self, task: Any, sub: Any) -> Outcome:
