@@ -101,9 +101,7 @@ class Scheduler:
 
     async def approve(self, task_id: str) -> Any:
         """Approve a planned task's plan; execution starts at once."""
-        task = await self._transition(
-            task_id, states.APPROVED, "approved", only_from=[states.PLANNED]
-        )
+        task = await self._transition(task_id, states.APPROVED, only_from=[states.PLANNED])
         self._spawn(task_id)
         return task
 
