@@ -274,8 +274,7 @@ def test_klaudiod_help(instance: Instance) -> None:
 
 def test_the_klaudiod_console_script_help(instance: Instance) -> None:
     script = Path(sys.executable).parent / "klaudiod"
-    if not script.exists():
-        pytest.skip("the klaudiod console script is not installed in this environment")
+    assert script.exists(), "installing klaudio must give the klaudiod console script"
 
     result = subprocess.run(
         [str(script), "--help"], env=instance.env, capture_output=True, text=True, check=False
