@@ -48,7 +48,7 @@ async def serve(config: Config, paths: Paths) -> None:
         paths,
         token,
         {
-            "tasks": TaskService(scheduler),
+            "tasks": TaskService(scheduler, db),
             "stream": StreamService(db, bus),
             "daemon": DaemonService(config, paths, db, scheduler, time.time(), stopping.set),
             "images": ImageService(config, runtime),

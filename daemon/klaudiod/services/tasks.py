@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
 
 from klaudio.rpc.v1 import tasks_pb2, tasks_pb2_grpc
+from klaudiod.db import Db
 from klaudiod.scheduler import Scheduler
 from klaudiod.services import convert
 from klaudiod.services.errors import mapped
@@ -18,9 +18,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     """The lifecycle of tasks."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, db: Db) -> None:
         self._scheduler = scheduler
-        self._db = scheduler._db
+        self._db = db
 
     async def _resolve(self, task_id: str) -> str:
         return await self._db.call(self._db.store.resolve, task_id)
@@ -86,8 +86,5 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.WaitTaskRequest, context: Context
     ) -> tasks_pb2.WaitTaskResponse:
         task_id = await self._resolve(request.task_id)
-        try:
-            await self._scheduler.wait(task_id)
-        except asyncio.CancelledError:
-            raise
+        await self._scheduler.wait(task_id)
         return tasks_pb2.WaitTaskResponse(task=await self._full(task_id))
