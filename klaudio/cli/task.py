@@ -141,7 +141,10 @@ def wait(
         typer.Option("--timeout", "-t", min=0, help="Give up after this many seconds."),
     ] = None,
 ) -> None:
-    """Wait until a task settles; exit 0 completed, 1 failed, 6 timed out, 7 paused/cancelled."""
+    """Wait until a task settles.
+
+    Exits 0 completed, 1 failed, 6 timed out, 7 paused, cancelled or awaiting answers.
+    """
     task = connect().wait_task(task_id, timeout)
     state = fmt.state(task)
     note(f"task {task.id[:8]} {state}" + (f": {task.reason}" if task.reason else ""))

@@ -113,7 +113,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WaitTask(self, request, context):
-        """WaitTask returns once the task has settled (completed, failed, cancelled or paused).
+        """WaitTask returns once the task has settled: completed, failed, cancelled, paused, or
+        awaiting answers (each final, or waiting for a person).
         The caller bounds the wait with its deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -40,7 +40,8 @@ class TaskServiceStub:
     ApproveTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ApproveTaskRequest, _tasks_pb2.ApproveTaskResponse]
     DeleteTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.DeleteTaskRequest, _tasks_pb2.DeleteTaskResponse]
     WaitTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.WaitTaskRequest, _tasks_pb2.WaitTaskResponse]
-    """WaitTask returns once the task has settled (completed, failed, cancelled or paused).
+    """WaitTask returns once the task has settled: completed, failed, cancelled, paused, or
+    awaiting answers (each final, or waiting for a person).
     The caller bounds the wait with its deadline.
     """
 
@@ -56,7 +57,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ApproveTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ApproveTaskRequest, _tasks_pb2.ApproveTaskResponse]  # type: ignore[assignment]
     DeleteTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.DeleteTaskRequest, _tasks_pb2.DeleteTaskResponse]  # type: ignore[assignment]
     WaitTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.WaitTaskRequest, _tasks_pb2.WaitTaskResponse]  # type: ignore[assignment]
-    """WaitTask returns once the task has settled (completed, failed, cancelled or paused).
+    """WaitTask returns once the task has settled: completed, failed, cancelled, paused, or
+    awaiting answers (each final, or waiting for a person).
     The caller bounds the wait with its deadline.
     """
 
@@ -111,7 +113,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasks_pb2.WaitTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.WaitTaskResponse, _abc.Awaitable[_tasks_pb2.WaitTaskResponse]]:
-        """WaitTask returns once the task has settled (completed, failed, cancelled or paused).
+        """WaitTask returns once the task has settled: completed, failed, cancelled, paused, or
+        awaiting answers (each final, or waiting for a person).
         The caller bounds the wait with its deadline.
         """
 
