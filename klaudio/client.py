@@ -202,8 +202,12 @@ def start_daemon(paths: Paths, config_file: str | None = None) -> int:
     """Start klaudiod in the background and wait until it answers; return its pid.
 
     Raises:
+        ConfigError: when the configuration is bad (checked here first, for a clear exit 2).
         Unavailable: when it does not answer within START_TIMEOUT, naming its log.
     """
+    from klaudio import config
+
+    config.load(paths)
     ensure_private_dir(paths.state_dir)
     command = [sys.executable, "-m", "klaudiod"]
     if config_file:
@@ -223,7 +227,7 @@ def start_daemon(paths: Paths, config_file: str | None = None) -> int:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise errors.Unavailable(
-                    f"klaudiod exited with status {process.returncode}; see {paths.log_file}"
+                    f"klaudiod could not start: {_last_line(paths.log_file)} (see {paths.log_file})"
                 )
             if answers(client, timeout=0.5):
                 return process.pid
@@ -233,6 +237,15 @@ def start_daemon(paths: Paths, config_file: str | None = None) -> int:
     raise errors.Unavailable(
         f"klaudiod did not answer within {START_TIMEOUT:g}s; see {paths.log_file}"
     )
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log file, for an error message."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no log output"
 
 
 def read_pid(paths: Paths) -> int | None:

@@ -145,7 +145,7 @@ def _build(values: Mapping[str, tuple[Any, str]]) -> Config:
                 changes[item.name] = _coerce(dotted, raw, type(getattr(default, item.name)), source)
         sections[name] = dataclasses.replace(default, **changes)
     config = Config(**sections)
-    _validate(config)
+    _validate(config, values)
     return config
 
 
@@ -168,7 +168,7 @@ def _coerce(key: str, raw: Any, kind: type, source: str) -> Any:
         raise ConfigError(f"{source}: {key} must be {kind.__name__}, got {raw!r}") from None
 
 
-def _validate(config: Config) -> None:
+def _validate(config: Config, values: Mapping[str, tuple[Any, str]]) -> None:
     checks = [
         (config.claude.max_turns >= 1, "claude.max_turns must be at least 1"),
         (config.claude.max_retries >= 0, "claude.max_retries must not be negative"),
@@ -189,7 +189,9 @@ def _validate(config: Config) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise ConfigError(message)
+            key = message.split()[0]
+            source = values[key][1] if key in values else "default"
+            raise ConfigError(f"{source}: {message}")
 
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:

@@ -228,7 +228,8 @@ def test_config_error_is_a_usage_error() -> None:
     ],
 )
 def test_invalid_values_are_refused(paths: Paths, variable: str, value: str, message: str) -> None:
-    assert config_error(paths, env={variable: value}).startswith(message)
+    # The message names where the bad value came from, then what is wrong with it.
+    assert config_error(paths, env={variable: value}).startswith(f"{variable}: {message}")
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9999", "https://api.example.com/v1"])
