@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from klaudio.procs import alive
 from tests.fakemodel import FakeModel
 
 # The agent image the tests' daemons use; .ci/run builds it with `klaudio image build`.
@@ -111,7 +112,7 @@ class Instance:
         )
 
     def stop_daemon(self) -> None:
-        """SIGTERM the daemon and wait for it to exit."""
+        """SIGTERM the daemon and wait for it to exit; also any daemon the CLI auto-started."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -119,6 +120,11 @@ class Instance:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        pid_file = self.home / "state" / "klaudiod.pid"
+        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not alive(pid), 10, f"auto-started klaudiod {pid} to exit")
 
     def task_ids(self) -> list[str]:
         tasks = self.home / "data" / "tasks"
