@@ -60,9 +60,9 @@ class Instance:
     started: list[str] = field(default_factory=list)
 
     def cli(
-        self, *args: str, timeout: float = 180, check: bool = False
+        self, *args: str, timeout: float = 180, check: bool = False, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run `python -m klaudio ARGS` against this instance."""
+        """Run `python -m klaudio ARGS` against this instance (stdin: text to feed it)."""
         result = subprocess.run(
             [sys.executable, "-m", "klaudio", *args],
             env=self.env,
@@ -70,6 +70,8 @@ class Instance:
             text=True,
             timeout=timeout,
             check=False,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
         )
         if check and result.returncode != 0:
             raise AssertionError(

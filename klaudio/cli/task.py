@@ -17,6 +17,10 @@ app = typer.Typer(
     help="Create, inspect and drive tasks.", no_args_is_help=True, rich_markup_mode=None
 )
 
+Prompt = Annotated[
+    str,
+    typer.Argument(help="What the agents should do; - reads it from stdin.", show_default=False),
+]
 TaskId = Annotated[
     str, typer.Argument(help="Task id, or a unique prefix of it.", show_default=False)
 ]
@@ -37,7 +41,7 @@ def exit_code_for(state: str) -> int:
 
 @app.command("create")
 def create(
-    prompt: Annotated[str, typer.Argument(help="What the agents should do.", show_default=False)],
+    prompt: Prompt,
     name: Annotated[str, typer.Option("--name", "-n", help="A short name for the task.")] = "",
     repo: Annotated[
         str, typer.Option("--repo", "-r", help="Local path or git URL to clone into the workspace.")
@@ -48,7 +52,7 @@ def create(
     ] = False,
 ) -> None:
     """Create a task (and with --start, start planning it); print its id."""
-    task = connect().create_task(prompt, name, _repo(repo), start, auto_approve)
+    task = connect().create_task(_prompt(prompt), name, _repo(repo), start, auto_approve)
     out(task.id)
 
 
@@ -152,7 +156,7 @@ def wait(
 
 
 def run(
-    prompt: Annotated[str, typer.Argument(help="What the agents should do.", show_default=False)],
+    prompt: Prompt,
     repo: Annotated[
         str, typer.Option("--repo", "-r", help="Local path or git URL to clone into the workspace.")
     ] = "",
@@ -168,7 +172,9 @@ def run(
     needs answers. Without --auto-approve it waits for `klaudio task approve ID`.
     """
     client = connect()
-    task = client.create_task(prompt, name, _repo(repo), start=True, auto_approve=auto_approve)
+    task = client.create_task(
+        _prompt(prompt), name, _repo(repo), start=True, auto_approve=auto_approve
+    )
     note(f"task {task.id} created")
     printer = Printer(as_json)
     try:
@@ -188,6 +194,18 @@ def run(
     state = fmt.state(final)
     note(f"task {final.id[:8]} {state}" + (f": {final.reason}" if final.reason else ""))
     raise typer.Exit(exit_code_for(state))
+
+
+def _prompt(value: str) -> str:
+    """The prompt, read from stdin when it is "-" (for long prompts and pipelines)."""
+    if value != "-":
+        return value
+    import sys
+
+    text = sys.stdin.read()
+    if not text.strip():
+        raise errors.InvalidArgument("the prompt read from stdin is empty")
+    return text
 
 
 def _repo(value: str) -> str:

@@ -230,3 +230,13 @@ def test_logs_for_people_of_a_created_task(daemon: Instance) -> None:
 
     assert "created" in result.stdout
     assert "{" not in result.stdout
+
+
+def test_a_prompt_of_dash_is_read_from_stdin(daemon: Instance) -> None:
+    prompt = "a long prompt\nwith several lines\n"
+    task_id = daemon.cli("task", "create", "-", stdin=prompt, check=True).stdout.strip()
+
+    assert daemon.show(task_id)["prompt"] == prompt
+    empty = daemon.cli("task", "create", "-", stdin="  \n")
+    assert empty.returncode == 2
+    assert empty.stderr == "klaudio: the prompt read from stdin is empty\n"
