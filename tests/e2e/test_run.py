@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,28 @@ def _containers(task_id: str) -> list[str]:
         text=True,
         check=True,
     ).stdout.split()
+
+
+def test_independent_subtasks_run_at_the_same_time(daemon: Instance, model: FakeModel) -> None:
+    entered = {"left": threading.Event(), "right": threading.Event()}
+    overlapped: dict[str, bool] = {}
+
+    def meet(me: str, other: str) -> Any:
+        def turn(req: Any) -> list[Any]:
+            entered[me].set()
+            overlapped[me] = entered[other].wait(60)  # only true if both agents run at once
+            return [text(f"{me} done")]
+
+        return turn
+
+    model.script("E2E-LEFT", [meet("left", "right")])
+    model.script("E2E-RIGHT", [meet("right", "left")])
+    model.script(
+        "E2E-PAIR",
+        [[structured(plan(subtask("left", "E2E-LEFT go"), subtask("right", "E2E-RIGHT go")))]],
+    )
+
+    result = daemon.cli("run", "E2E-PAIR two at once", "--auto-approve")
+
+    assert result.returncode == 0, result.stderr
+    assert overlapped == {"left": True, "right": True}
