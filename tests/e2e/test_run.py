@@ -291,14 +291,18 @@ def _containers(task_id: str) -> list[str]:
     ).stdout.split()
 
 
-def test_independent_subtasks_run_at_the_same_time(daemon: Instance, model: FakeModel) -> None:
+def script_meeting(model: FakeModel, patience: float) -> dict[str, bool]:
+    """Two independent subtasks whose agents each wait (up to patience) for the other to start.
+
+    Returns, once run, whether each agent saw the other running at the same time.
+    """
     entered = {"left": threading.Event(), "right": threading.Event()}
     overlapped: dict[str, bool] = {}
 
     def meet(me: str, other: str) -> Any:
         def turn(req: Any) -> list[Any]:
             entered[me].set()
-            overlapped[me] = entered[other].wait(60)  # only true if both agents run at once
+            overlapped[me] = entered[other].wait(patience)
             return [text(f"{me} done")]
 
         return turn
@@ -309,8 +313,26 @@ def test_independent_subtasks_run_at_the_same_time(daemon: Instance, model: Fake
         "E2E-PAIR",
         [[structured(plan(subtask("left", "E2E-LEFT go"), subtask("right", "E2E-RIGHT go")))]],
     )
+    return overlapped
+
+
+def test_independent_subtasks_run_at_the_same_time(daemon: Instance, model: FakeModel) -> None:
+    overlapped = script_meeting(model, patience=60)
 
     result = daemon.cli("run", "E2E-PAIR two at once", "--auto-approve")
 
     assert result.returncode == 0, result.stderr
     assert overlapped == {"left": True, "right": True}
+
+
+@pytest.mark.parametrize("limit", ["KLAUDIO_AGENTS_MAX_CONCURRENT", "KLAUDIO_AGENTS_PER_TASK"])
+def test_agent_limits_hold(instance: Instance, model: FakeModel, limit: str) -> None:
+    instance.env[limit] = "1"
+    instance.start_daemon()
+    overlapped = script_meeting(model, patience=2)
+
+    result = instance.cli("run", "E2E-PAIR one at a time", "--auto-approve")
+
+    assert result.returncode == 0, result.stderr
+    # One slot: the first agent waited in vain; the second found the first already done.
+    assert sorted(overlapped.values()) == [False, True]
