@@ -226,11 +226,14 @@ def start_daemon(paths: Paths, config_file: str | None = None) -> int:
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                if answers(client, timeout=0.5):
+                    # Another daemon, started at the same moment, won the instance's lock.
+                    return read_pid(paths) or process.pid
                 raise errors.Unavailable(
                     f"klaudiod could not start: {_last_line(paths.log_file)} (see {paths.log_file})"
                 )
             if answers(client, timeout=0.5):
-                return process.pid
+                return read_pid(paths) or process.pid
             time.sleep(0.05)
     finally:
         client.close()

@@ -123,7 +123,8 @@ class Instance:
                 self.process.kill()
                 self.process.wait()
         pid_file = self.home / "state" / "klaudiod.pid"
-        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        pid = int(text) if text else 0
         if pid and alive(pid):
             os.kill(pid, signal.SIGTERM)
             wait_for(lambda: not alive(pid), 10, f"auto-started klaudiod {pid} to exit")

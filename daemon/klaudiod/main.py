@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -15,7 +15,6 @@ from klaudio import __version__
 from klaudio.config import Config, load
 from klaudio.errors import KlaudioError
 from klaudio.paths import Paths, ensure_private_dir, resolve
-from klaudio.procs import alive
 from klaudiod import server
 from klaudiod.db import Db
 from klaudiod.runtime import Runtime
@@ -33,7 +32,7 @@ async def serve(config: Config, paths: Paths) -> None:
     """Run the daemon until SIGTERM, SIGINT or a StopDaemon call."""
     for folder in (paths.data_dir, paths.state_dir):
         ensure_private_dir(folder)
-    _claim_pid_file(paths)
+    pid_fd = _claim_pid_file(paths)
     token = server.ensure_token(paths.token_file)
     db = Db()
     await db.open(paths.db_file)
@@ -62,20 +61,29 @@ async def serve(config: Config, paths: Paths) -> None:
     await scheduler.close()
     await db.close()
     paths.socket.unlink(missing_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if paths.pid_file.read_text().strip() == str(os.getpid()):
-            paths.pid_file.unlink()
+    # Emptied rather than removed: a daemon already waiting on its lock keeps the same file.
+    os.ftruncate(pid_fd, 0)
+    os.close(pid_fd)
 
 
-def _claim_pid_file(paths: Paths) -> None:
-    """Refuse to start when another live daemon owns this instance."""
+def _claim_pid_file(paths: Paths) -> int:
+    """Lock the pid file for this process's lifetime and write our pid into it.
+
+    The lock, not the pid, decides: two daemons started at once cannot both serve an instance,
+    and a stale file left by a crash never blocks a start. Returns the open descriptor.
+    """
+    fd = os.open(paths.pid_file, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        pid = int(paths.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        pid = 0
-    if pid and pid != os.getpid() and alive(pid):
-        raise KlaudioError(f"another klaudiod (pid {pid}) already serves {paths.socket}")
-    paths.pid_file.write_text(f"{os.getpid()}\n")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise KlaudioError(
+            f"another klaudiod (pid {other}) already serves {paths.socket}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def main(argv: list[str] | None = None) -> None:

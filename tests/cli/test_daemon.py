@@ -33,6 +33,13 @@ def pid_file(instance: Instance) -> Path:
     return instance.home / "state" / "klaudiod.pid"
 
 
+def recorded_pid(instance: Instance) -> str | None:
+    """The pid in the pid file; a stopped daemon leaves the file empty (its lock lives on it)."""
+    path = pid_file(instance)
+    text = path.read_text().strip() if path.exists() else ""
+    return text or None
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -146,7 +153,7 @@ def test_status_shows_the_pid_and_stop_makes_it_exit_5(daemon: Instance) -> None
     assert stopping.returncode == 0, stop_err
     assert "klaudiod stopped" in stop_err
     assert not daemon.socket.exists()
-    assert not pid_file(daemon).exists()
+    assert recorded_pid(daemon) is None
 
     after = daemon.cli("daemon", "status")
     assert after.returncode == 5
@@ -176,7 +183,7 @@ def test_sigterm_makes_the_daemon_exit_quickly_and_remove_its_socket(daemon: Ins
     assert elapsed < 2
     assert code == 0
     assert not daemon.socket.exists()
-    assert not pid_file(daemon).exists()
+    assert recorded_pid(daemon) is None
     assert "stopping" in daemon.daemon_log()
 
 
@@ -299,3 +306,17 @@ def test_klaudio_version(instance: Instance) -> None:
 
     assert result.returncode == 0
     assert re.fullmatch(r"klaudio \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+def test_concurrent_auto_starts_leave_one_daemon(instance: Instance) -> None:
+    runs = [instance.popen("task", "list") for _ in range(4)]
+    for run in runs:
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+
+    log = instance.home / "state" / "klaudiod.log"
+    # Every daemon that lost the race for the instance's lock says so and exits.
+    wait_for(
+        lambda: log.read_text().count("already serves") == 3, 30, "three losing daemons to exit"
+    )
+    assert instance.cli("daemon", "status").returncode == 0
