@@ -171,10 +171,12 @@ def instance(model: FakeModel) -> Iterator[Instance]:
     try:
         yield inst
     finally:
-        inst.stop_daemon()
-        for task_id in inst.task_ids():
-            remove_containers(f"klaudio.task={task_id}")
-        shutil.rmtree(home, ignore_errors=True)
+        try:
+            inst.stop_daemon()
+        finally:
+            for task_id in inst.task_ids():
+                remove_containers(f"klaudio.task={task_id}")
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
