@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from klaudio.paths import resolve
 from klaudio.procs import alive
 from tests.fakemodel import FakeModel
 
@@ -174,8 +175,8 @@ def instance(model: FakeModel) -> Iterator[Instance]:
         try:
             inst.stop_daemon()
         finally:
-            for task_id in inst.task_ids():
-                remove_containers(f"klaudio.task={task_id}")
+            # Every container the instance's daemon made carries its instance label.
+            remove_containers(f"klaudio.instance={resolve(inst.env).instance_id}")
             shutil.rmtree(home, ignore_errors=True)
 
 
