@@ -13,6 +13,15 @@ if TYPE_CHECKING:
     from klaudio.client import Client
 
 
+class Interrupted(BaseException):
+    """Ctrl-C. Not a KeyboardInterrupt, which click would turn into "Aborted!" and exit 1."""
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """SIGINT handler: raise Interrupted wherever the CLI is."""
+    raise Interrupted
+
+
 @dataclass
 class Options:
     """Global options, set by the root callback."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 
 from klaudio import __version__, errors
 from klaudio.cli import config, daemon, image, task
-from klaudio.cli.common import OPTIONS
+from klaudio.cli.common import OPTIONS, Interrupted, interrupt
 
 EPILOG = (
     "Exit codes: 0 ok (task completed); 1 task failed; 2 bad input; 3 not found; "
@@ -58,6 +59,7 @@ def root(
 
 def main() -> None:
     """Entry point: run the CLI, turning every error into one line and a documented exit code."""
+    signal.signal(signal.SIGINT, interrupt)
     code = run()
     # Skip the interpreter's teardown (gRPC's threads, module cleanup): 40 ms on every command.
     sys.stdout.flush()
@@ -78,7 +80,7 @@ def run() -> int:
             raise
         print(f"klaudio: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):
         return errors.EXIT_INTERRUPTED
     except Exception as exc:
         if OPTIONS.debug:

@@ -10,7 +10,7 @@ import typer
 
 from klaudio import errors
 from klaudio.cli import format as fmt
-from klaudio.cli.common import connect, note, out
+from klaudio.cli.common import Interrupted, connect, note, out
 from klaudio.cli.follow import Printer, events, task_state
 
 app = typer.Typer(
@@ -132,9 +132,8 @@ def logs(
     try:
         for event in events(client, task_id, agent, since, follow):
             printer.show(event)
-    except KeyboardInterrupt:
-        raise typer.Exit(errors.EXIT_INTERRUPTED) from None
-    printer.finish()
+    finally:
+        printer.finish()
 
 
 @app.command("wait")
@@ -186,9 +185,9 @@ def run(
             if state == "awaiting_answers":
                 note(f"the planner has questions: see `klaudio task show {task.id[:8]}`")
                 break
-    except KeyboardInterrupt:
+    except Interrupted:
         note(f"stopped following; the task goes on: `klaudio task logs -f {task.id[:8]}`")
-        raise typer.Exit(errors.EXIT_INTERRUPTED) from None
+        raise
     printer.finish()
     final = client.get_task(task.id)
     state = fmt.state(final)

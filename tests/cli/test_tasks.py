@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,16 @@ def test_a_prompt_of_dash_is_read_from_stdin(daemon: Instance) -> None:
     empty = daemon.cli("task", "create", "-", stdin="  \n")
     assert empty.returncode == 2
     assert empty.stderr == "klaudio: the prompt read from stdin is empty\n"
+
+
+def test_ctrl_c_ends_a_follow_with_exit_130_and_no_traceback(daemon: Instance) -> None:
+    task_id = create(daemon, "never started, so never settles")
+    follower = daemon.popen("task", "logs", task_id, "-f")
+    assert follower.stdout is not None
+    assert "task created" in follower.stdout.readline()  # following live now
+
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=10)
+
+    assert follower.returncode == 130
+    assert "Traceback" not in err and "Aborted" not in err
