@@ -58,14 +58,15 @@ class Instance:
     home: Path
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
-    started: list[str] = field(default_factory=list)
+    # A command prefix that runs klaudio and klaudiod as another user (e.g. setpriv ...).
+    runas: list[str] = field(default_factory=list)
 
     def cli(
         self, *args: str, timeout: float = 180, check: bool = False, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run `python -m klaudio ARGS` against this instance (stdin: text to feed it)."""
         result = subprocess.run(
-            [sys.executable, "-m", "klaudio", *args],
+            [*self.runas, sys.executable, "-m", "klaudio", *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -84,7 +85,7 @@ class Instance:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """Start `python -m klaudio ARGS` in the background."""
         return subprocess.Popen(
-            [sys.executable, "-m", "klaudio", *args],
+            [*self.runas, sys.executable, "-m", "klaudio", *args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -103,7 +104,7 @@ class Instance:
         """Start klaudiod in the foreground of a child process and wait until it answers."""
         log = open(self.home / "daemon.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "klaudiod"],
+            [*self.runas, sys.executable, "-m", "klaudiod"],
             env=self.env,
             stdout=log,
             stderr=log,

@@ -1,0 +1,61 @@
+"""A daemon run by an ordinary user (a laptop, not CI's root): agents' files belong to that user."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Instance
+from tests.e2e.test_run import script_two_step
+from tests.fakemodel import FakeModel
+
+pytestmark = pytest.mark.docker
+USER = "klaudio-e2e"
+
+
+def ordinary_user() -> pwd.struct_passwd:
+    """A non-root user who may use Docker, created when missing (the tests run as root in CI)."""
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", USER], check=True
+        )
+        return pwd.getpwnam(USER)
+
+
+def test_a_non_root_daemon_runs_agents_as_its_own_user(
+    instance: Instance, model: FakeModel
+) -> None:
+    if os.getuid() == 0:
+        user = ordinary_user()
+        docker_gid = grp.getgrnam("docker").gr_gid
+        instance.runas = [
+            "setpriv",
+            f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}",
+            f"--groups={docker_gid}",
+            "--",
+        ]
+        os.chown(instance.home, user.pw_uid, user.pw_gid)
+        instance.env["HOME"] = str(instance.home)
+        uid = user.pw_uid
+    else:
+        uid = os.getuid()  # already an ordinary user: the suite's own runs are this case
+    instance.start_daemon()
+    script_two_step(model)
+
+    result = instance.cli("run", "E2E-TASK as a user", "--auto-approve")
+
+    assert result.returncode == 0, result.stderr + instance.daemon_log()
+    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    workspace = Path(instance.show(task_id)["workspace"])
+    for name in ("greeting.txt", "copy.txt", ".klaudio/context/write.md"):
+        assert (workspace / name).stat().st_uid == uid, name
+    assert (workspace / "copy.txt").read_text() == "hello from write\n"
+    assert uid != 0
