@@ -310,13 +310,18 @@ def test_klaudio_version(instance: Instance) -> None:
 
 def test_concurrent_auto_starts_leave_one_daemon(instance: Instance) -> None:
     runs = [instance.popen("task", "list") for _ in range(4)]
+    spawned = 0
     for run in runs:
         _, err = run.communicate(timeout=60)
         assert run.returncode == 0, err
+        spawned += "started klaudiod" in err  # a late one may find a daemon already up
 
     log = instance.home / "state" / "klaudiod.log"
     # Every daemon that lost the race for the instance's lock says so and exits.
+    assert spawned >= 1
     wait_for(
-        lambda: log.read_text().count("already serves") == 3, 30, "three losing daemons to exit"
+        lambda: log.read_text().count("already serves") == spawned - 1,
+        30,
+        f"{spawned - 1} losing daemons to exit",
     )
     assert instance.cli("daemon", "status").returncode == 0
