@@ -21,7 +21,10 @@ from klaudiod.stream import Bus
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.05
+# The output file is polled quickly while the agent is writing (its exit follows its last
+# line at once) and less often the longer it stays quiet.
+FAST_POLL_SECONDS = 0.02
+SLOW_POLL_SECONDS = 0.25
 INSPECT_SECONDS = 2.0
 READ_CHUNK = 1 << 20
 
@@ -104,9 +107,12 @@ class AgentRunner:
     ) -> tuple[int | None, ContainerState | None]:
         """Persist output until the agent exits; return its exit code and container state."""
         next_inspect = 0.0
-        state: ContainerState | None = None
+        delay = FAST_POLL_SECONDS
         while True:
-            await self._flush(agent.id, out)
+            if await self._flush(agent.id, out):
+                delay = FAST_POLL_SECONDS
+            else:
+                delay = min(delay * 2, SLOW_POLL_SECONDS)
             code = exit_code_file(run_dir)
             if code is not None:
                 return code, None
@@ -119,15 +125,18 @@ class AgentRunner:
                     # The entrypoint did not record an exit: the container itself was killed.
                     code = exit_code_file(run_dir)
                     return (state.exit_code if code is None else code), state
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(delay)
 
-    async def _flush(self, agent_id: int, out: OutputFile, final: bool = False) -> None:
+    async def _flush(self, agent_id: int, out: OutputFile, final: bool = False) -> int:
+        """Persist and publish the output's new lines; return how many there were."""
+        count = 0
         while True:
             lines = out.read(final)
             if not lines:
-                return
+                return count
             rows = await self._db.call(self._db.store.append_output, agent_id, lines, out.offset)
             self._bus.publish(rows)
+            count += len(lines)
 
 
 def prepare_run_dir(run_dir: Path, prompt: str, uid: int, gid: int) -> None:
