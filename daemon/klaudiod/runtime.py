@@ -1,7 +1,7 @@
-"""Agent containers through docker-py: create or adopt, inspect, stop and remove, by label.
+"""Agent containers through docker-py: create or adopt, inspect and remove them, by label.
 
-The daemon only ever touches containers carrying its instance's label. Docker errors become klaudio
-errors here, in one place. All functions block: callers run them in a thread.
+The daemon only ever touches containers carrying its instance's label. Docker errors become
+klaudio errors here, in one place. All functions block: callers run them in a thread.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +62,7 @@ def agent_user() -> tuple[int, int]:
     return uid, gid
 
 
-@contextmanager
+@contextlib.contextmanager
 def docker_errors(action: str) -> Iterator[None]:
     """Translate docker-py errors into one-line klaudio errors naming the action."""
     try:
