@@ -79,5 +79,6 @@ def logs(
     log_file = paths().log_file
     if not log_file.exists():
         raise errors.NotFound(f"no daemon log at {log_file}")
-    for line in log_file.read_text(errors="replace").splitlines()[-lines:] if lines else []:
+    tail = log_file.read_text(errors="replace").splitlines()[-lines:] if lines else []
+    for line in tail:
         out(line)
