@@ -108,7 +108,8 @@ def outcome(
     if exit_code is None:
         return fail("the container disappeared before the agent finished")
     if last is None:
-        return fail(f"exit {exit_code} without a result event")
+        said = _last_stderr_line(out_file.with_name("err.log"))
+        return fail(f"exit {exit_code} without a result event" + (f": {said}" if said else ""))
     if last.get("is_error") or exit_code != 0:
         return fail(_error_text(last, exit_code))
     if last.get("terminal_reason") not in (None, "completed"):
@@ -134,6 +135,18 @@ def _last_result(out_file: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return last
+
+
+def _last_stderr_line(err_file: Path) -> str:
+    """The last thing the agent printed on stderr (why it died, when it says), shortened."""
+    try:
+        with err_file.open("rb") as handle:
+            handle.seek(max(0, err_file.stat().st_size - 4096))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def _error_text(result: dict[str, Any], exit_code: int) -> str:

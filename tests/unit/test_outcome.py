@@ -393,3 +393,26 @@ def test_the_worker_prompt_carries_its_dependencies_results() -> None:
 
 def test_a_worker_without_dependencies_gets_no_context_section() -> None:
     assert "Results of the subtasks" not in worker_prompt("overall", "A", "do a", {})
+
+
+def test_a_run_without_a_result_says_what_the_agent_printed_on_stderr(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+    (tmp_path / "err.log").write_text(
+        "some noise\nError: When using --print, --output-format=stream-json requires --verbose\n\n"
+    )
+
+    result = outcome(out, 1)
+
+    assert not result.ok
+    assert result.reason == (
+        "exit 1 without a result event: Error: When using --print, "
+        "--output-format=stream-json requires --verbose"
+    )
+
+
+def test_a_run_without_a_result_or_stderr_says_just_that(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("")
+
+    assert outcome(out, 143).reason == "exit 143 without a result event"
