@@ -336,3 +336,23 @@ def test_agent_limits_hold(instance: Instance, model: FakeModel, limit: str) -> 
     assert result.returncode == 0, result.stderr
     # One slot: the first agent waited in vain; the second found the first already done.
     assert sorted(overlapped.values()) == [False, True]
+
+
+def test_an_oauth_token_reaches_the_agents_instead_of_an_api_key(
+    instance: Instance, model: FakeModel
+) -> None:
+    del instance.env["ANTHROPIC_API_KEY"]
+    instance.env["CLAUDE_CODE_OAUTH_TOKEN"] = "oauth-test-token"
+    instance.start_daemon()
+    # Workers first: their prompts contain the task's prompt, and the first match wins.
+    model.script("E2E-TOKEN-WORK", [[text("done with a token")]])
+    model.script("E2E-OAUTH", [[structured(plan(subtask("only", "E2E-TOKEN-WORK do it")))]])
+
+    result = instance.cli("run", "E2E-OAUTH go", "--auto-approve")
+
+    assert result.returncode == 0, result.stderr + instance.daemon_log()
+    planner, worker = model.requests_for("E2E-OAUTH"), model.requests_for("E2E-TOKEN-WORK")
+    assert planner and worker
+    for request in planner + worker:
+        assert request.headers.get("authorization") == "Bearer oauth-test-token"
+        assert "x-api-key" not in request.headers
