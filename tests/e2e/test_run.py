@@ -356,3 +356,41 @@ def test_an_oauth_token_reaches_the_agents_instead_of_an_api_key(
     for request in planner + worker:
         assert request.headers.get("authorization") == "Bearer oauth-test-token"
         assert "x-api-key" not in request.headers
+
+
+def test_a_credentials_file_is_mounted_for_the_agents(
+    instance: Instance, model: FakeModel, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "claudeAiOauth": {
+                    "accessToken": "file-test-token",
+                    "refreshToken": "file-test-refresh",
+                    "expiresAt": 4102444800000,
+                    "scopes": ["user:inference"],
+                    "subscriptionType": "max",
+                }
+            }
+        )
+    )
+    credentials.chmod(0o644)  # a root daemon's agents run as uid 1000 and must read it
+    del instance.env["ANTHROPIC_API_KEY"]
+    instance.env["KLAUDIO_CLAUDE_CREDENTIALS_FILE"] = str(credentials)
+    instance.start_daemon()
+    model.script("E2E-FILE-WORK", [[text("done with a file")]])
+    model.script("E2E-CREDFILE", [[structured(plan(subtask("only", "E2E-FILE-WORK do it")))]])
+
+    result = instance.cli("run", "E2E-CREDFILE go", "--auto-approve")
+
+    assert result.returncode == 0, result.stderr + instance.daemon_log()
+    requests = model.requests_for("E2E-CREDFILE") + model.requests_for("E2E-FILE-WORK")
+    assert len(requests) >= 2
+    assert {r.headers.get("authorization") for r in requests} == {"Bearer file-test-token"}
+    assert (
+        "file-test-token"
+        not in instance.cli(
+            "task", "logs", "--json", requests and result.stderr.split("task ", 1)[1].split()[0]
+        ).stdout
+    )
