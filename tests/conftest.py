@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,13 @@ def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.05) 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def created_task(result: subprocess.CompletedProcess[str]) -> str:
+    """The id of the task `klaudio run` created, from its "task ID created" line on stderr."""
+    found = re.search(r"task ([0-9a-f]{12}) created", result.stderr)
+    assert found, f"no task was created:\n{result.stderr}"
+    return found.group(1)
 
 
 def remove_containers(label: str) -> None:

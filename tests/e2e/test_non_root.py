@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Instance
+from tests.conftest import Instance, created_task
 from tests.e2e.test_run import script_two_step
 from tests.fakemodel import FakeModel
 
@@ -53,7 +53,7 @@ def test_a_non_root_daemon_runs_agents_as_its_own_user(
     result = instance.cli("run", "E2E-TASK as a user", "--auto-approve")
 
     assert result.returncode == 0, result.stderr + instance.daemon_log()
-    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    task_id = created_task(result)
     workspace = Path(instance.show(task_id)["workspace"])
     for name in ("greeting.txt", "copy.txt", ".klaudio/context/write.md"):
         assert (workspace / name).stat().st_uid == uid, name

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Instance
+from tests.conftest import Instance, created_task
 from tests.fakemodel import FakeModel, error, structured, text, tool_use
 
 pytestmark = pytest.mark.docker
@@ -85,7 +85,7 @@ def test_two_subtasks_second_reads_what_first_wrote(daemon: Instance, model: Fak
 
     assert result.returncode == 0, result.stderr + result.stdout
     assert "started klaudiod" not in result.stderr  # the fixture's daemon answered
-    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    task_id = created_task(result)
     task = daemon.show(task_id)
     assert task["state"] == "completed"
     assert [s["state"] for s in task["plan"]["subtasks"]] == ["completed", "completed"]
@@ -134,7 +134,7 @@ def test_failing_agent_fails_the_task_and_skips_dependents(
     result = daemon.cli("run", "E2E-TASK greet", "--auto-approve")
 
     assert result.returncode == 1, result.stderr
-    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    task_id = created_task(result)
     task = daemon.show(task_id)
     assert task["state"] == "failed"
     assert "subtask write failed: API error" in task["reason"]
@@ -199,7 +199,7 @@ def test_repo_is_cloned_into_the_workspace(
     result = daemon.cli("run", "E2E-REPO look", "--repo", str(repo), "--auto-approve")
 
     assert result.returncode == 0, result.stderr
-    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    task_id = created_task(result)
     task = daemon.show(task_id)
     assert task["repo"] == str(repo)
     assert (Path(task["workspace"]) / "README.md").read_text() == "original readme\n"
@@ -225,7 +225,7 @@ def test_invalid_plan_fails_the_task_with_the_reason(daemon: Instance, model: Fa
     result = daemon.cli("run", "E2E-CYCLE plan badly", "--auto-approve")
 
     assert result.returncode == 1
-    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    task_id = created_task(result)
     task = daemon.show(task_id)
     assert task["state"] == "failed"
     assert task["reason"] == "invalid plan: plan has a dependency cycle among: a, b"
@@ -274,7 +274,7 @@ def test_planner_questions_are_stored_and_shown(daemon: Instance, model: FakeMod
     result = daemon.cli("run", "E2E-ASK build a thing")
 
     assert result.returncode == 7, result.stderr
-    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    task_id = created_task(result)
     task = daemon.show(task_id)
     assert task["state"] == "awaiting_answers"
     assert task["questions"][0]["text"] == "Which database?"
@@ -388,6 +388,6 @@ def test_a_credentials_file_is_mounted_for_the_agents(
     requests = model.requests_for("E2E-CREDFILE") + model.requests_for("E2E-FILE-WORK")
     assert len(requests) >= 2
     assert {r.headers.get("authorization") for r in requests} == {"Bearer file-test-token"}
-    task_id = result.stderr.split("task ", 1)[1].split()[0]
+    task_id = created_task(result)
     logs = instance.cli("task", "logs", task_id, "--json", check=True).stdout
     assert "file-test-token" not in logs
