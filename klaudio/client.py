@@ -31,10 +31,6 @@ TOKEN_METADATA = "x-klaudio-token"
 START_TIMEOUT = 15.0
 CALL_TIMEOUT = 60.0
 
-SETTLED_STATES = frozenset(
-    tasks_pb2.TaskState.Value("TASK_STATE_" + name)
-    for name in ("COMPLETED", "FAILED", "CANCELLED", "PAUSED", "AWAITING_ANSWERS")
-)
 _KINDS: dict[grpc.StatusCode, type[errors.KlaudioError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -140,17 +136,9 @@ class Client:
         self._call(self._tasks.DeleteTask, tasks_pb2.DeleteTaskRequest(task_id=task_id))
 
     def wait_task(self, task_id: str, timeout: float | None = None) -> tasks_pb2.Task:
-        request = tasks_pb2.WaitTaskRequest(task_id=task_id)
-        if timeout is not None and timeout <= 0:
-            # A deadline that has already passed fails even for a settled task: just look.
-            task = self.get_task(task_id)
-            if task.state in SETTLED_STATES:
-                return task
-            raise errors.Timeout(f"task {task_id} has not settled")
-        try:
-            return self._call(self._tasks.WaitTask, request, timeout=timeout).task
-        except errors.Timeout:
-            raise errors.Timeout(f"task {task_id} did not settle within {timeout:g}s") from None
+        """The task once it has settled; the daemon keeps the time (Timeout when it runs out)."""
+        request = tasks_pb2.WaitTaskRequest(task_id=task_id, timeout_seconds=timeout)
+        return self._call(self._tasks.WaitTask, request, timeout=None).task
 
     def follow_task(
         self, task_id: str, agent: str = "", since_seq: int = 0, follow: bool = True

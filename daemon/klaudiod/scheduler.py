@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from klaudio.config import SECRET_ENV, Config
-from klaudio.errors import FailedPrecondition, InvalidArgument, KlaudioError
+from klaudio.errors import FailedPrecondition, InvalidArgument, KlaudioError, Timeout
 from klaudio.paths import Paths
 from klaudiod import agent as agentlib
 from klaudiod import image, plan, repo, states
@@ -117,20 +117,27 @@ class Scheduler:
         await self._db.call(self.store.delete_task, task_id)
         await asyncio.to_thread(shutil.rmtree, self._paths.tasks_dir / task_id, True)
 
-    async def wait(self, task_id: str) -> Any:
-        """Return the task once it has settled (see states.SETTLED)."""
+    async def wait(self, task_id: str, timeout: float | None = None) -> Any:
+        """Return the task once it has settled (see states.SETTLED).
+
+        Raises:
+            Timeout: when it has not settled within timeout seconds (0: it has not settled).
+        """
         sub = self._bus.subscribe(task_id)
         try:
             task = await self._db.call(self.store.task, task_id)
-            while task.state not in states.SETTLED:
-                try:
-                    event = await sub.get()
-                except Overflow:
-                    sub = self._resubscribe(sub)
-                    event = None
-                if event is None or event.settles():
-                    task = await self._db.call(self.store.task, task_id)
+            async with asyncio.timeout(timeout):
+                while task.state not in states.SETTLED:
+                    try:
+                        event = await sub.get()
+                    except Overflow:
+                        sub = self._resubscribe(sub)
+                        event = None
+                    if event is None or event.settles():
+                        task = await self._db.call(self.store.task, task_id)
             return task
+        except TimeoutError:
+            raise Timeout(f"task {task_id} did not settle within {timeout:g}s") from None
         finally:
             self._bus.unsubscribe(sub)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from klaudio.errors import InvalidArgument
 from klaudio.rpc.v1 import tasks_pb2, tasks_pb2_grpc
 from klaudiod.db import Db
 from klaudiod.scheduler import Scheduler
@@ -86,5 +87,8 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.WaitTaskRequest, context: Context
     ) -> tasks_pb2.WaitTaskResponse:
         task_id = await self._resolve(request.task_id)
-        await self._scheduler.wait(task_id)
+        timeout = request.timeout_seconds if request.HasField("timeout_seconds") else None
+        if timeout is not None and timeout < 0:
+            raise InvalidArgument("timeout_seconds must not be negative")
+        await self._scheduler.wait(task_id, timeout)
         return tasks_pb2.WaitTaskResponse(task=await self._full(task_id))
