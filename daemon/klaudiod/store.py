@@ -126,8 +126,9 @@ class Store:
         return list(query)
 
     def detail(self, task_id: str) -> dict[str, Any]:
-        """The task's plan, subtasks, agents, questions and cost, read together."""
+        """The task with its plan, subtasks, agents, questions and cost, read together."""
         return {
+            "task": self.task(task_id),
             "plan": self.plan(task_id),
             "subtasks": self.subtasks(task_id),
             "agents": self.agents(task_id),

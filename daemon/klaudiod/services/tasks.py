@@ -27,9 +27,8 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         return await self._db.call(self._db.store.resolve, task_id)
 
     async def _full(self, task_id: str) -> tasks_pb2.Task:
-        row = await self._db.call(self._db.store.task, task_id)
         detail = await self._db.call(self._db.store.detail, task_id)
-        return convert.task(row, detail["cost"], detail)
+        return convert.task(detail["task"], detail["cost"], detail)
 
     @mapped
     async def CreateTask(
