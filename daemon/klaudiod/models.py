@@ -1,8 +1,7 @@
-"""The SQLite schema as peewee models, and the numbered migrations that create it."""
+"""The SQLite schema as peewee models; migrations.py creates and changes it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import peewee as pw
@@ -117,12 +116,3 @@ class StreamEvent(Base):
 
     class Meta:
         indexes = ((("task", "seq"), True),)
-
-
-def _v1(database: pw.Database) -> None:
-    database.create_tables([Task, Plan, Subtask, Question, Agent, TaskEvent, StreamEvent])
-
-
-# Numbered migrations: index + 1 is the schema version each produces. Append, never edit.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_v1]
-SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,13 +15,11 @@ from typing import Any
 import peewee as pw
 
 from klaudio.errors import FailedPrecondition, InvalidArgument, NotFound
-from klaudiod import states
+from klaudiod import migrations, states
 from klaudiod.models import (
-    MIGRATIONS,
     Agent,
     Plan,
     Question,
-    SchemaVersion,
     StreamEvent,
     Subtask,
     Task,
@@ -58,23 +56,17 @@ class Store:
             db.close()
 
     def _migrate(self) -> None:
-        with db.atomic():
-            db.create_tables([SchemaVersion])
-            row = SchemaVersion.select().first()
-            current = row.version if row else 0
-            for number in range(current, len(MIGRATIONS)):
-                MIGRATIONS[number](db)
-            if row is None:
-                SchemaVersion.create(version=len(MIGRATIONS))
-            elif current < len(MIGRATIONS):
-                row.version = len(MIGRATIONS)
-                row.save()
+        try:
+            migrations.migrate(db)
+        except BaseException:
+            # A refused or failed migration leaves the file as it was; free it for the next open.
+            db.close()
+            raise
 
     @staticmethod
     def schema_version() -> int:
         """The schema version of the open database."""
-        row = SchemaVersion.select().first()
-        return int(row.version) if row else 0
+        return migrations.version(db)
 
     # Tasks -------------------------------------------------------------------------------
 
