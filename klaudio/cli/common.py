@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from klaudio.cli.textsafe import safe
 from klaudio.paths import Paths, resolve
 
 if TYPE_CHECKING:
@@ -51,13 +52,19 @@ def connect(start: bool = True) -> Client:
 
 
 def note(message: str) -> None:
-    """A message for the person, on stderr."""
-    print(f"klaudio: {message}", file=sys.stderr, flush=True)
+    """A one-line message for the person, on stderr (it may quote task text: made safe)."""
+    print(f"klaudio: {safe(message, one_line=True)}", file=sys.stderr, flush=True)
 
 
-def out(line: str = "") -> None:
-    """A line of the command's output, on stdout."""
-    print(line, flush=True)
+def out(line: str = "", painted: bool = False) -> None:
+    """Output on stdout, control characters escaped.
+
+    Args:
+        line: the text; it may span lines.
+        painted: the renderer made the line safe itself and added its own colours: print it as
+            it is.
+    """
+    print(line if painted else safe(line), flush=True)
 
 
 def color_enabled() -> bool:

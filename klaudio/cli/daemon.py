@@ -79,6 +79,8 @@ def logs(
     log_file = paths().log_file
     if not log_file.exists():
         raise errors.NotFound(f"no daemon log at {log_file}")
-    tail = log_file.read_text(errors="replace").splitlines()[-lines:] if lines else []
+    # Split on newlines only: other line breaks (CR, U+0085) are shown escaped, not obeyed.
+    text = log_file.read_bytes().decode(errors="replace").removesuffix("\n")
+    tail = text.split("\n")[-lines:] if lines and text else []
     for line in tail:
         out(line)

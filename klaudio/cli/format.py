@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from klaudio.cli.textsafe import safe
+
 if TYPE_CHECKING:
     from klaudio.rpc.v1.tasks_pb2 import Task
 
@@ -117,7 +119,10 @@ def table(tasks: list[Task]) -> list[str]:
     """`task list` as aligned text lines."""
     rows = [("ID", "STATE", "AGE", "COST", "NAME")]
     now = time.time()
-    rows += [(t.id[:8], state(t), age(t, now), f"${t.cost_usd:.4f}", t.name[:60]) for t in tasks]
+    rows += [
+        (_one(t.id[:8]), state(t), age(t, now), f"${t.cost_usd:.4f}", _one(t.name)[:60])
+        for t in tasks
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
@@ -125,34 +130,53 @@ def table(tasks: list[Task]) -> list[str]:
 
 
 def details(task: Task) -> list[str]:
-    """`task show` as text lines."""
+    """`task show` as text lines, every piece of task text made safe for the terminal."""
+    reason = f" ({_one(task.reason)})" if task.reason else ""
     lines = [
-        f"id:         {task.id}",
-        f"name:       {task.name}",
-        f"state:      {state(task)}" + (f" ({task.reason})" if task.reason else ""),
-        f"repo:       {task.repo or '(empty workspace)'}",
-        f"workspace:  {task.workspace}",
+        f"id:         {_one(task.id)}",
+        f"name:       {_one(task.name)}",
+        f"state:      {state(task)}{reason}",
+        f"repo:       {_one(task.repo) or '(empty workspace)'}",
+        f"workspace:  {_one(task.workspace)}",
         f"cost:       ${task.cost_usd:.4f}",
         f"created:    {_time(task.created_at)}",
         "prompt:",
-        *("  " + line for line in task.prompt.splitlines()),
+        *("  " + _one(line) for line in _split(task.prompt)),
     ]
     if task.HasField("plan"):
-        lines.append(f"plan ({task.plan.strategy}): {task.plan.analysis}".rstrip(": "))
-        width = max((len(s.id) for s in task.plan.subtasks), default=0)
-        for s in task.plan.subtasks:
-            after = f"  (after {', '.join(s.depends_on)})" if s.depends_on else ""
-            lines.append(f"  {s.id.ljust(width)}  {s.state:<9}  {s.name}{after}")
+        plan = task.plan
+        lines.append(f"plan ({_one(plan.strategy)}): {_one(plan.analysis)}".rstrip(": "))
+        ids = [_one(s.id) for s in plan.subtasks]
+        width = max((len(i) for i in ids), default=0)
+        for ident, s in zip(ids, plan.subtasks, strict=True):
+            after = f"  (after {', '.join(_one(d) for d in s.depends_on)})" if s.depends_on else ""
+            lines.append(f"  {ident.ljust(width)}  {_one(s.state):<9}  {_one(s.name)}{after}")
     if task.questions:
         lines.append("questions:")
-        lines += [f"  {q.id}: {q.text}" for q in task.questions]
+        lines += [_question(q) for q in task.questions]
     if task.agents:
         lines.append("agents:")
-        width = max(len(a.name) for a in task.agents)
-        for a in task.agents:
+        names = [_one(a.name) for a in task.agents]
+        width = max(len(n) for n in names)
+        for name, a in zip(names, task.agents, strict=True):
             code = "" if a.exit_code < 0 else f"exit {a.exit_code}"
-            reason = f"  {a.reason}" if a.reason else ""
+            why = f"  {_one(a.reason)}" if a.reason else ""
             lines.append(
-                f"  {a.name.ljust(width)}  {a.state:<9}  {code:<7}  ${a.cost_usd:.4f}{reason}"
+                f"  {name.ljust(width)}  {_one(a.state):<9}  {code:<7}  ${a.cost_usd:.4f}{why}"
             )
     return lines
+
+
+def _question(q: Any) -> str:
+    options = f" (options: {', '.join(_one(o) for o in q.options)})" if q.options else ""
+    return f"  {_one(q.id)}: {_one(q.text)}{options}"
+
+
+def _one(text: str) -> str:
+    """Task text as one safe line: control characters and newlines shown escaped."""
+    return safe(text, one_line=True)
+
+
+def _split(text: str) -> list[str]:
+    """Lines split at newlines only (CRLF counts as one), so other breaks show escaped."""
+    return text.replace("\r\n", "\n").removesuffix("\n").split("\n") if text else []

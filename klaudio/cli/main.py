@@ -12,6 +12,7 @@ import typer
 from klaudio import __version__, errors
 from klaudio.cli import config, daemon, image, task
 from klaudio.cli.common import OPTIONS, Interrupted, interrupt
+from klaudio.cli.textsafe import safe
 
 EPILOG = (
     "Exit codes: 0 ok (task completed); 1 task failed; 2 bad input; 3 not found; "
@@ -73,18 +74,20 @@ def run() -> int:
         app()
     except SystemExit as exc:
         if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
+            print(safe(exc.code), file=sys.stderr)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except errors.KlaudioError as exc:
         if OPTIONS.debug:
             raise
-        print(f"klaudio: {exc}", file=sys.stderr)
+        # The daemon's messages may quote model or repository text.
+        print(f"klaudio: {safe(str(exc), one_line=True)}", file=sys.stderr)
         return exc.exit_code
     except (Interrupted, KeyboardInterrupt):
         return errors.EXIT_INTERRUPTED
     except Exception as exc:
         if OPTIONS.debug:
             raise
-        print(f"klaudio: internal error: {exc} (run with --debug for details)", file=sys.stderr)
+        detail = safe(str(exc), one_line=True)
+        print(f"klaudio: internal error: {detail} (run with --debug for details)", file=sys.stderr)
         return errors.EXIT_INTERNAL
     return errors.EXIT_OK

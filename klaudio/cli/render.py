@@ -9,6 +9,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from klaudio.cli.textsafe import safe
+
 AGENT_OUTPUT = 1
 TASK_EVENT = 2
 
@@ -25,8 +27,6 @@ _GREEN = "32"
 _YELLOW = "33"
 _AGENT_COLORS = ("36", "35", "34", "96", "95", "94", "93", "33")
 
-_ANSI_SEQ = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _TOOL_ERROR_TAG = re.compile(r"</?tool_use_error>")
 _PATH_TOOLS = frozenset({"Read", "Write", "Edit", "MultiEdit", "NotebookEdit"})
 _SEARCH_TOOLS = frozenset({"Grep", "Glob"})
@@ -74,9 +74,8 @@ def _parse(payload: str) -> Event | None:
 
 
 def _clean(text: str) -> str:
-    """Remove terminal escape sequences and control characters from one line."""
-    text = _ANSI_SEQ.sub("", text.expandtabs(4))
-    return _CONTROL.sub("", text).rstrip()
+    """One line made safe for the terminal: control characters (ESC too) shown escaped."""
+    return safe(text.expandtabs(4), one_line=True).rstrip()
 
 
 def _trunc(text: str, limit: int) -> str:
@@ -87,7 +86,8 @@ def _trunc(text: str, limit: int) -> str:
 def _lines(text: str) -> list[str]:
     """Split text into cleaned lines, without leading/trailing or repeated blank lines."""
     out: list[str] = []
-    for raw in text.splitlines():
+    # Split at newlines only: a lone CR or U+0085 shows escaped instead of breaking the line.
+    for raw in text.replace("\r\n", "\n").split("\n"):
         line = _clean(raw)
         if line or (out and out[-1]):
             out.append(line)
@@ -181,8 +181,8 @@ class Renderer:
         return self._paint(f"[{name}]", color) + " " * (self._width - len(name) + 1)
 
     def _line(self, agent: str, text: str, *codes: str) -> str:
-        """Return one output line for an agent."""
-        return (self._prefix(agent) + self._paint(text, *codes)).rstrip()
+        """Return one output line for an agent (its text made safe before it is painted)."""
+        return (self._prefix(agent) + self._paint(safe(text, one_line=True), *codes)).rstrip()
 
     def _task_line(self, text: str, *codes: str) -> str:
         """Return one task-level line ('── …')."""

@@ -379,9 +379,34 @@ def test_blank_line_prints_nothing() -> None:
     assert agent_lines(Renderer(), "   ") == []
 
 
-def test_escape_sequences_in_payload_are_stripped() -> None:
+def test_escape_sequences_in_payload_are_shown_escaped() -> None:
     payload = assistant({"type": "text", "text": "\x1b[31mred\x1b[0m text\x07"})
-    assert agent_lines(Renderer(), payload) == ["[a] red text"]
+    assert agent_lines(Renderer(), payload) == ["[a] \\x1b[31mred\\x1b[0m text\\x07"]
+
+
+def test_control_characters_in_task_events_are_shown_escaped() -> None:
+    r = Renderer(color=True)
+    event = {
+        "type": "task",
+        "state": "failed",
+        "reason": "API error: \x1b]0;pwned\x07 \x9b2J\u202e",
+    }
+    assert task_lines(r, event) == [
+        "\x1b[31m── task failed: API error: \\x1b]0;pwned\\x07 \\x9b2J\\u202e\x1b[0m"
+    ]
+    plan = {"type": "plan", "subtasks": [{"id": "a\x1bb", "name": "n\x07", "depends_on": ["\x1b"]}]}
+    assert task_lines(Renderer(), plan)[1:] == ["   a\\x1bb  n\\x07  (after \\x1b)"]
+
+
+def test_a_lone_carriage_return_is_shown_not_obeyed() -> None:
+    payload = assistant({"type": "text", "text": "safe\rspoofed\r\nnext"})
+    assert agent_lines(Renderer(), payload) == ["[a] safe\\x0dspoofed", "[a] next"]
+
+
+def test_agent_names_are_made_safe() -> None:
+    assert agent_lines(Renderer(), TEXT, agent="\x1b]0;x\x07") == [
+        "[\\x1b]0;x\\x07] I'll write the file."
+    ]
 
 
 def test_show_agent_false_has_no_prefix() -> None:
