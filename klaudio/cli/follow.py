@@ -68,13 +68,13 @@ class Printer:
             out(json.dumps(as_dict(event), separators=(",", ":")))
             return
         for line in self.renderer.render(event.seq, event.agent, event.kind, event.json):
-            out(line)
+            out(line, painted=True)
 
     def finish(self) -> None:
         """Print the closing summary (cost) for people."""
         if not self.as_json:
             for line in self.renderer.summary():
-                out(line)
+                out(line, painted=True)
 
 
 def as_dict(event: Event) -> dict[str, Any]:
