@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 
 from klaudio import errors
-from klaudio.paths import Paths, ensure_private_dir
+from klaudio.paths import Paths, check_socket, ensure_private_dir
 from klaudio.rpc.v1 import (
     daemon_pb2,
     daemon_pb2_grpc,
@@ -66,9 +66,10 @@ class Client:
     """Calls to a running daemon over its Unix socket."""
 
     def __init__(self, paths: Paths) -> None:
+        """A client of the daemon on paths.socket (InvalidArgument if that path is too long)."""
         self.paths = paths
         self._channel = grpc.insecure_channel(
-            f"unix:{paths.socket}", options=[("grpc.max_receive_message_length", 64 << 20)]
+            f"unix:{check_socket(paths)}", options=[("grpc.max_receive_message_length", 64 << 20)]
         )
         self._tasks = tasks_pb2_grpc.TaskServiceStub(self._channel)
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)

@@ -8,6 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from klaudio.errors import InvalidArgument
+
+# A Unix socket's address (sun_path) holds 108 bytes on Linux, the last of them a NUL.
+SOCKET_PATH_MAX = 107
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -85,6 +90,22 @@ def resolve(env: Mapping[str, str] | None = None, config_file: str | None = None
     if chosen:
         paths = Paths(Path(chosen).expanduser().absolute(), *_dirs(paths))
     return paths
+
+
+def check_socket(paths: Paths) -> Path:
+    """The instance's socket path, once it is known to fit in a Unix socket address.
+
+    Raises:
+        InvalidArgument: naming the path, its length, the limit and how to shorten it.
+    """
+    size = len(os.fsencode(paths.socket))
+    if size > SOCKET_PATH_MAX:
+        raise InvalidArgument(
+            f"the socket path {paths.socket} is {size} bytes, over the limit of "
+            f"{SOCKET_PATH_MAX} bytes for Unix sockets; set KLAUDIO_HOME to a shorter directory "
+            f"(the socket is $KLAUDIO_HOME/run/klaudiod.sock)"
+        )
+    return paths.socket
 
 
 def _dirs(paths: Paths) -> tuple[Path, Path, Path]:
