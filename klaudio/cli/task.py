@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from klaudio import errors
+from klaudio import errors, validate
 from klaudio.cli import format as fmt
 from klaudio.cli.common import Interrupted, connect, note, out
 from klaudio.cli.follow import Printer, events, task_state
@@ -22,7 +22,12 @@ Prompt = Annotated[
     typer.Argument(help="What the agents should do; - reads it from stdin.", show_default=False),
 ]
 TaskId = Annotated[
-    str, typer.Argument(help="Task id, or a unique prefix of it.", show_default=False)
+    str,
+    typer.Argument(
+        help="Task id, or a unique prefix of it.",
+        show_default=False,
+        callback=lambda value: validate.utf8(value, "the task id"),
+    ),
 ]
 STATE_EXIT = {"completed": errors.EXIT_OK, "failed": errors.EXIT_TASK_FAILED}
 
@@ -52,7 +57,8 @@ def create(
     ] = False,
 ) -> None:
     """Create a task (and with --start, start planning it); print its id."""
-    task = connect().create_task(_prompt(prompt), name, _repo(repo), start, auto_approve)
+    text, name, repo = _checked(prompt, name, repo)
+    task = connect().create_task(text, name, repo, start, auto_approve)
     out(task.id)
 
 
@@ -120,13 +126,22 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep following until the task settles.")
     ] = False,
-    agent: Annotated[str, typer.Option("--agent", "-a", help="Only this agent's output.")] = "",
+    agent: Annotated[
+        str,
+        typer.Option(
+            "--agent",
+            "-a",
+            help="Only this agent's output.",
+            callback=lambda value: validate.utf8(value, "--agent"),
+        ),
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="One raw JSON event per line.")] = False,
     since: Annotated[
-        int, typer.Option("--since", min=0, help="Only events after this sequence number.")
+        int, typer.Option("--since", help="Only events after this sequence number.")
     ] = 0,
 ) -> None:
     """Print a task's output from the start (or --since SEQ); with -f, follow it live."""
+    validate.since(since)
     client = connect()
     printer = Printer(as_json, show_agent=not agent)
     try:
@@ -141,13 +156,14 @@ def wait(
     task_id: TaskId,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", "-t", min=0, help="Give up after this many seconds."),
+        typer.Option("--timeout", "-t", help="Give up after this many seconds."),
     ] = None,
 ) -> None:
     """Wait until a task settles.
 
     Exits 0 completed, 1 failed, 6 timed out, 7 paused, cancelled or awaiting answers.
     """
+    validate.timeout(timeout)
     task = connect().wait_task(task_id, timeout)
     state = fmt.state(task)
     note(f"task {task.id[:8]} {state}" + (f": {task.reason}" if task.reason else ""))
@@ -170,10 +186,9 @@ def run(
     Exits 0 when the task completed, 1 when it failed, 7 when it was paused, cancelled or
     needs answers. Without --auto-approve it waits for `klaudio task approve ID`.
     """
+    text, name, repo = _checked(prompt, name, repo)
     client = connect()
-    task = client.create_task(
-        _prompt(prompt), name, _repo(repo), start=True, auto_approve=auto_approve
-    )
+    task = client.create_task(text, name, repo, start=True, auto_approve=auto_approve)
     note(f"task {task.id} created")
     printer = Printer(as_json)
     try:
@@ -195,20 +210,38 @@ def run(
     raise typer.Exit(exit_code_for(state))
 
 
+def _checked(prompt: str, name: str, repo: str) -> tuple[str, str, str]:
+    """The prompt, name and repo of a new task, checked before anything is sent."""
+    return _prompt(prompt), validate.name(name), _repo(repo)
+
+
 def _prompt(value: str) -> str:
-    """The prompt, read from stdin when it is "-" (for long prompts and pipelines)."""
+    """The prompt, read from stdin when it is "-" (for long prompts and pipelines).
+
+    Stdin is read as bytes and decoded strictly: undecodable bytes are refused, not replaced.
+    """
     if value != "-":
-        return value
+        return validate.prompt(value)
     import sys
 
-    text = sys.stdin.read()
-    if not text.strip():
-        raise errors.InvalidArgument("the prompt read from stdin is empty")
-    return text
+    field = "the prompt read from stdin"
+    data = sys.stdin.buffer.read(validate.MAX_PROMPT_BYTES + 1)
+    if len(data) > validate.MAX_PROMPT_BYTES:
+        raise errors.InvalidArgument(
+            f"{field} is over the limit of {validate.MAX_PROMPT_BYTES} bytes (4 MiB) of UTF-8"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidArgument(
+            f"{field} is not valid UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+    return validate.prompt(text, field)
 
 
 def _repo(value: str) -> str:
-    """A local --repo path made absolute (the daemon has its own working directory)."""
+    """A checked --repo, a local path made absolute (the daemon has its own working directory)."""
+    validate.repo_source(value)
     if not value or "://" in value or value.startswith("git@"):
         return value
     from pathlib import Path
