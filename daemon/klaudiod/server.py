@@ -11,10 +11,14 @@ from typing import Any
 
 import grpc
 
-from klaudio.paths import Paths, ensure_private_dir
+from klaudio import validate
+from klaudio.paths import Paths, check_socket, ensure_private_dir
 from klaudio.rpc.v1 import daemon_pb2_grpc, images_pb2_grpc, stream_pb2_grpc, tasks_pb2_grpc
 
 TOKEN_METADATA = "x-klaudio-token"
+# Far above the largest request the CLI sends (a prompt of at most MAX_PROMPT_BYTES, a name and
+# a repo), so a valid request always reaches the checks that name what is wrong with it.
+MAX_RECEIVE_BYTES = 4 * validate.MAX_PROMPT_BYTES
 
 
 def ensure_token(path: Path) -> str:
@@ -68,14 +72,19 @@ def _refusal(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[
 
 
 async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio.Server:
-    """Start serving the servicers on the instance's socket and return the server."""
+    """Start serving the servicers on the instance's socket and return the server.
+
+    Raises:
+        InvalidArgument: when the socket's path is too long for a Unix socket.
+    """
+    check_socket(paths)
     ensure_private_dir(paths.runtime_dir)
     paths.socket.unlink(missing_ok=True)
     server = grpc.aio.server(
         interceptors=[TokenInterceptor(token)],
         options=[
             ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", 16 << 20),
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", 64 << 20),
         ],
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from klaudio import validate
 from klaudio.errors import NotFound, ResourceExhausted
 from klaudio.rpc.v1 import stream_pb2, stream_pb2_grpc
 from klaudiod import states
@@ -31,6 +32,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self, request: stream_pb2.FollowTaskRequest, context: Context
     ) -> AsyncIterator[stream_pb2.FollowTaskResponse]:
         store = self._db.store
+        last = validate.since(request.since_seq, "since_seq")
         task_id = await self._db.call(store.resolve, request.task_id)
         agent = request.agent
         if agent and await self._db.call(store.find_agent, task_id, agent) is None:
@@ -40,7 +42,6 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         # Subscribe before replaying, so nothing published meanwhile is missed.
         sub = self._bus.subscribe(task_id)
         try:
-            last = max(request.since_seq, 0)
             async for event in self._replay(task_id, agent, last):
                 last = event.seq
                 yield _response(event)

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from klaudio.errors import InvalidArgument
+from klaudio import validate
 from klaudio.rpc.v1 import tasks_pb2, tasks_pb2_grpc
 from klaudiod.db import Db
 from klaudiod.scheduler import Scheduler
@@ -34,8 +34,13 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     async def CreateTask(
         self, request: tasks_pb2.CreateTaskRequest, context: Context
     ) -> tasks_pb2.CreateTaskResponse:
+        # The same checks as the CLI's: other tools may call the API directly.
         row = await self._scheduler.create(
-            request.prompt, request.name, request.repo, request.start, request.auto_approve
+            validate.prompt(request.prompt),
+            validate.name(request.name, "name"),
+            validate.repo_source(request.repo, "repo"),
+            request.start,
+            request.auto_approve,
         )
         return tasks_pb2.CreateTaskResponse(task=await self._full(row.id))
 
@@ -85,9 +90,8 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     async def WaitTask(
         self, request: tasks_pb2.WaitTaskRequest, context: Context
     ) -> tasks_pb2.WaitTaskResponse:
-        task_id = await self._resolve(request.task_id)
         timeout = request.timeout_seconds if request.HasField("timeout_seconds") else None
-        if timeout is not None and timeout < 0:
-            raise InvalidArgument("timeout_seconds must not be negative")
+        validate.timeout(timeout, "timeout_seconds")
+        task_id = await self._resolve(request.task_id)
         await self._scheduler.wait(task_id, timeout)
         return tasks_pb2.WaitTaskResponse(task=await self._full(task_id))
