@@ -32,7 +32,7 @@ def ensure_token(path: Path) -> str:
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Refuses every call that does not carry this user's token."""
+    """Refuses every call that does not carry this user's token, and malformed requests."""
 
     def __init__(self, token: str) -> None:
         self._token = token.encode()
@@ -47,9 +47,44 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         metadata = dict(details.invocation_metadata or ())
         given = str(metadata.get(TOKEN_METADATA, "")).encode()
-        if handler is None or hmac.compare_digest(given, self._token):
+        if handler is None:
             return handler
+        if hmac.compare_digest(given, self._token):
+            return _parsing(handler)
         return _refusal(handler)
+
+
+def _parsing(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """The handler, parsing its request itself so that a malformed one is INVALID_ARGUMENT.
+
+    gRPC's own parsing answers UNKNOWN with a Python exception's name, for example for a
+    string field that is not valid UTF-8.
+    """
+    parse = handler.request_deserializer
+    if parse is None:
+        return handler
+    # grpc's stubs type the behaviours for the sync server; these are the aio servicer's.
+    call: Any = handler.unary_unary
+    follow: Any = handler.unary_stream
+
+    async def request(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return parse(raw)
+        except Exception as exc:  # protobuf's DecodeError
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
+
+    async def unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await call(await request(raw, context), context)
+
+    async def stream(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async for item in follow(await request(raw, context), context):
+            yield item
+
+    if call:
+        return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
+    if follow:
+        return grpc.unary_stream_rpc_method_handler(stream, None, handler.response_serializer)
+    return handler
 
 
 def _refusal(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -62,13 +97,10 @@ def _refusal(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover - makes this an async generator
 
+    # The request is never parsed: a caller without the token learns nothing about it.
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            stream, handler.request_deserializer, handler.response_serializer
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        unary, handler.request_deserializer, handler.response_serializer
-    )
+        return grpc.unary_stream_rpc_method_handler(stream, None, handler.response_serializer)
+    return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
 
 
 async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio.Server:
