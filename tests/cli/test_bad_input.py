@@ -277,12 +277,17 @@ def test_the_daemon_refuses_invalid_utf8_on_the_wire(daemon: Instance) -> None:
     token = paths.token_file.read_text().strip()
     channel = grpc.insecure_channel(f"unix:{paths.socket}")
     try:
-        call = channel.unary_unary("/klaudio.rpc.v1.TaskService/CreateTask")
+        metadata = ((TOKEN_METADATA, token),)
+        create = channel.unary_unary("/klaudio.rpc.v1.TaskService/CreateTask")
         with pytest.raises(grpc.RpcError) as caught:
-            call(b"\x0a\x05a \xff b", metadata=((TOKEN_METADATA, token),), timeout=10)
+            create(b"\x0a\x05a \xff b", metadata=metadata, timeout=10)  # prompt = "a \xff b"
+        follow = channel.unary_stream("/klaudio.rpc.v1.StreamService/FollowTask")
+        with pytest.raises(grpc.RpcError) as streamed:
+            list(follow(b"\x0a\x01\xff", metadata=metadata, timeout=10))  # task_id = "\xff"
     finally:
         channel.close()
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
-    assert "malformed request" in (caught.value.details() or "")
+    for refusal in (caught.value, streamed.value):
+        assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT, refusal
+        assert "malformed request" in (refusal.details() or "")
     assert listed(daemon) == []
     assert daemon.task_ids() == []
