@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from klaudio.config import Config
+from klaudiod import safefs
 from klaudiod.plan import PLANNER_SCHEMA
 
 PLANNER_SYSTEM = (
@@ -25,12 +27,13 @@ WORKER_SYSTEM = (
 )
 
 
-def planner_prompt(task_prompt: str) -> str:
-    """The planner's prompt for a task."""
-    return (
+def planner_prompt(task_prompt: str, context: str = "") -> str:
+    """The planner's prompt for a task (and what it should know beyond the prompt)."""
+    prompt = (
         "Plan the following task for a team of coding agents working in /workspace.\n\n"
         f"Task:\n{task_prompt}\n"
     )
+    return prompt + (f"\nContext:\n{context}\n" if context else "")
 
 
 def worker_prompt(task_prompt: str, name: str, prompt: str, context: dict[str, str]) -> str:
@@ -43,18 +46,15 @@ def worker_prompt(task_prompt: str, name: str, prompt: str, context: dict[str, s
     return "\n".join(parts)
 
 
-def command(config: Config, session_id: str, planner: bool) -> list[str]:
-    """The claude arguments for a planner (read-only, structured output) or a worker."""
-    args = [
-        "-p",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--session-id",
-        session_id,
-        "--max-turns",
-        str(config.claude.max_turns),
-    ]
+def command(config: Config, session_id: str, planner: bool, resume: bool = False) -> list[str]:
+    """The claude arguments for a planner (read-only, structured output) or a worker.
+
+    With resume, the run continues the agent's own conversation (`--resume <session>`): the
+    prompt file then holds only the next user message.
+    """
+    args = ["-p", "--output-format", "stream-json", "--verbose"]
+    args += ["--resume", session_id] if resume else ["--session-id", session_id]
+    args += ["--max-turns", str(config.claude.max_turns)]
     if planner:
         args += [
             "--tools",
@@ -73,6 +73,21 @@ def command(config: Config, session_id: str, planner: bool) -> list[str]:
     return args
 
 
+# Resume messages: the next user turn of an agent's own conversation.
+PAUSED_MESSAGE = (
+    "You were paused and have now been resumed in the same workspace. Continue your task where "
+    "you left off; check what you already did before repeating it."
+)
+
+
+def retry_message(reason: str) -> str:
+    """The next user turn of an agent whose earlier run failed and is tried again."""
+    return (
+        f"Your previous attempt ended with an error: {reason}\n"
+        "Try again, continuing from where you were; check what you already did first."
+    )
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How an agent's run ended, judged from its exit code and its last result event."""
@@ -84,6 +99,18 @@ class Outcome:
     cost_usd: float
     session_id: str
     structured: Any = None
+    # The model API's rate or usage limit ended the run; resets_at is when it lifts, if known.
+    limited: bool = False
+    resets_at: float | None = None
+
+
+@dataclass
+class _Scan:
+    """What one pass over an output file found."""
+
+    last: dict[str, Any] | None = None
+    limited: bool = False
+    resets_at: float | None = None
 
 
 def outcome(
@@ -92,16 +119,24 @@ def outcome(
     """Judge a finished agent from its exit code and its last result event.
 
     Success needs exit 0, a result with is_error false and terminal_reason completed, and
-    structured output when a schema was given.
+    structured output when a schema was given. The run directory is agent-writable: its files
+    are read link-safely, and a file replaced by a link or anything but a regular file fails
+    the run with a reason that says so (never with what the link points at).
     """
-    last = _last_result(out_file)
-    cost = float(last.get("total_cost_usd") or 0.0) if last else 0.0
+    try:
+        scan = _scan(out_file)
+    except safefs.Refused as exc:
+        return Outcome(False, exit_code, f"its output file was tampered with: {exc}", "", 0.0, "")
+    last = scan.last
+    cost = _number(last.get("total_cost_usd")) if last else 0.0
     session = str(last.get("session_id") or "") if last else ""
     text = str(last.get("result") or "") if last else ""
     structured = last.get("structured_output") if last else None
 
     def fail(reason: str) -> Outcome:
-        return Outcome(False, exit_code, reason, text, cost, session, structured)
+        return Outcome(
+            False, exit_code, reason, text, cost, session, structured, scan.limited, scan.resets_at
+        )
 
     if oom_killed:
         return fail(f"killed: out of memory (exit {exit_code})")
@@ -119,33 +154,58 @@ def outcome(
     return Outcome(True, exit_code, "", text, cost, session, structured)
 
 
-def _last_result(out_file: Path) -> dict[str, Any] | None:
-    last = None
+def _scan(out_file: Path) -> _Scan:
+    """The last result event, and whether a usage limit was hit (with its reset time)."""
+    scan = _Scan()
     try:
-        with out_file.open("rb") as handle:
+        with safefs.open_read(out_file.parent, out_file.name) as handle:
             for raw in handle:
-                if b'"result"' not in raw:
+                if b'"result"' not in raw and b"rate_limit" not in raw:
                     continue
                 try:
                     event = json.loads(raw)
                 except ValueError:
                     continue
-                if isinstance(event, dict) and event.get("type") == "result":
-                    last = event
+                if isinstance(event, dict):
+                    _note(scan, event)
     except FileNotFoundError:
-        return None
-    return last
+        pass
+    return scan
+
+
+def _note(scan: _Scan, event: dict[str, Any]) -> None:
+    kind = event.get("type")
+    if kind == "result":
+        scan.last = event
+        if event.get("is_error") and event.get("api_error_status") == 429:
+            scan.limited = True
+    elif kind == "rate_limit_event":
+        info = event.get("rate_limit_info")
+        if isinstance(info, dict) and info.get("status") == "rejected":
+            scan.limited = True
+            resets = info.get("resetsAt")
+            if isinstance(resets, int | float) and not isinstance(resets, bool):
+                scan.resets_at = float(resets)
+    elif kind == "assistant" and event.get("error") == "rate_limit":
+        scan.limited = True
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if math.isfinite(value) and value >= 0 else 0.0
 
 
 def _last_stderr_line(err_file: Path) -> str:
     """The last thing the agent printed on stderr (why it died, when it says), shortened."""
     try:
-        with err_file.open("rb") as handle:
-            handle.seek(max(0, err_file.stat().st_size - 4096))
-            tail = handle.read().decode("utf-8", errors="replace")
-    except OSError:
+        size = safefs.size(err_file.parent, err_file.name)
+        tail = safefs.read_at(err_file.parent, err_file.name, max(0, size - 4096), 4096)
+    except FileNotFoundError:
         return ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    except safefs.Refused as exc:
+        return f"(err.log refused: {exc})"
+    lines = [line.strip() for line in tail.decode("utf-8", "replace").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
 

@@ -112,8 +112,46 @@ _V1 = (
     'CREATE INDEX IF NOT EXISTS "taskevent_task_id" ON "taskevent" ("task_id")',
 )
 
+# Version 2: agent runs. An agent (one conversation) may run several times; each run is a row
+# of agentrun with its own container, run dir, output offset and outcome. A 0.1.0 agent becomes
+# an agent with one run (epoch 0); its run dir stays where it was, its home beneath it. The
+# agent columns container, run_dir, epoch and output_offset are unused from here on (dropping
+# a column needs SQLite 3.35). Tasks gain a pending stop/cancel (control), the time a task
+# paused by a usage limit resumes (resume_at) and the count of such pauses in a row, extra
+# context for the planner (a relaunch's story) and the commit the workspace was cloned at;
+# subtasks gain the reason they failed or stopped.
+_V2 = (
+    'ALTER TABLE "task" ADD COLUMN "control" VARCHAR(255) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "resume_at" REAL',
+    'ALTER TABLE "task" ADD COLUMN "limit_pauses" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "task" ADD COLUMN "context" TEXT NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "base_commit" VARCHAR(255) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "subtask" ADD COLUMN "reason" TEXT NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "agent" ADD COLUMN "home" TEXT NOT NULL DEFAULT \'\'',
+    (
+        'CREATE TABLE "agentrun" ("id" INTEGER NOT NULL PRIMARY KEY, '
+        '"agent_id" INTEGER NOT NULL, "epoch" INTEGER NOT NULL, "state" VARCHAR(255) NOT NULL, '
+        '"container" VARCHAR(255) NOT NULL, "run_dir" TEXT NOT NULL, "prompt" TEXT NOT NULL, '
+        '"resume" INTEGER NOT NULL, "output_offset" INTEGER NOT NULL, "exit_code" INTEGER, '
+        '"cost_usd" REAL NOT NULL, "reason" TEXT NOT NULL, "result" TEXT NOT NULL, '
+        '"started_at" REAL, "ended_at" REAL, '
+        'FOREIGN KEY ("agent_id") REFERENCES "agent" ("id") ON DELETE CASCADE)'
+    ),
+    'CREATE INDEX "agentrun_agent_id" ON "agentrun" ("agent_id")',
+    'CREATE UNIQUE INDEX "agentrun_agent_id_epoch" ON "agentrun" ("agent_id", "epoch")',
+    'CREATE INDEX "agentrun_state" ON "agentrun" ("state")',
+    'UPDATE "agent" SET "home" = "run_dir" || \'/home\'',
+    (
+        'INSERT INTO "agentrun" ("agent_id", "epoch", "state", "container", "run_dir", '
+        '"prompt", "resume", "output_offset", "exit_code", "cost_usd", "reason", "result", '
+        '"started_at", "ended_at") '
+        'SELECT "id", 0, "state", "container", "run_dir", \'\', 0, "output_offset", '
+        '"exit_code", "cost_usd", "reason", "result", "started_at", "ended_at" FROM "agent"'
+    ),
+)
+
 # (version, statements), oldest first; a database at version N has run every migration up to N.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
 
 LATEST: int = MIGRATIONS[-1][0]
 """The schema version this code creates and expects."""

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import peewee as pw
+
+from klaudiod.records import (
+    AgentRecord,
+    PlanRecord,
+    QuestionRecord,
+    RunRecord,
+    SubtaskRecord,
+    TaskRecord,
+)
 
 db = pw.SqliteDatabase(None)
 
@@ -14,6 +24,7 @@ class Base(pw.Model):
     id: Any
     task_id: str
     subtask_id: int | None
+    agent_id: int
 
     class Meta:
         database = db
@@ -34,6 +45,31 @@ class Task(Base):
     auto_approve = pw.BooleanField(default=False)
     created_at = pw.FloatField()
     updated_at = pw.FloatField()
+    control = pw.CharField(default="")
+    resume_at = pw.FloatField(null=True)
+    limit_pauses = pw.IntegerField(default=0)
+    context = pw.TextField(default="")
+    base_commit = pw.CharField(default="")
+
+    def record(self) -> TaskRecord:
+        """This row as a record (prompt empty when the query left it out)."""
+        return TaskRecord(
+            id=self.id,
+            name=self.name,
+            prompt=self.prompt or "",
+            state=self.state,
+            reason=self.reason,
+            repo=self.repo,
+            workspace=self.workspace,
+            auto_approve=bool(self.auto_approve),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            control=self.control,
+            resume_at=self.resume_at,
+            limit_pauses=self.limit_pauses,
+            context=self.context or "",
+            base_commit=self.base_commit,
+        )
 
 
 class Plan(Base):
@@ -43,6 +79,18 @@ class Plan(Base):
     strategy = pw.CharField(default="dag")
     notes = pw.TextField(default="")
     created_at = pw.FloatField()
+
+    def record(self) -> PlanRecord:
+        """This row as a record."""
+        return PlanRecord(
+            self.id,
+            self.task_id,
+            self.version,
+            self.analysis,
+            self.strategy,
+            self.notes,
+            self.created_at,
+        )
 
 
 class Subtask(Base):
@@ -59,6 +107,26 @@ class Subtask(Base):
     agent_role = pw.CharField(default="developer")
     state = pw.CharField(default="pending")
     result = pw.TextField(default="")
+    reason = pw.TextField(default="")
+
+    def record(self) -> SubtaskRecord:
+        """This row as a record, its JSON lists decoded."""
+        return SubtaskRecord(
+            id=self.id,
+            task_id=self.task_id,
+            key=self.key,
+            position=self.position,
+            name=self.name,
+            description=self.description,
+            prompt=self.prompt,
+            depends_on=tuple(json.loads(self.depends_on)),
+            files_involved=tuple(json.loads(self.files_involved)),
+            complexity=self.complexity,
+            agent_role=self.agent_role,
+            state=self.state,
+            result=self.result,
+            reason=self.reason,
+        )
 
 
 class Question(Base):
@@ -71,6 +139,19 @@ class Question(Base):
     options = pw.TextField(default="[]")
     answer = pw.TextField(default="")
 
+    def record(self) -> QuestionRecord:
+        """This row as a record, its JSON lists decoded."""
+        return QuestionRecord(
+            id=self.id,
+            task_id=self.task_id,
+            key=self.key,
+            text=self.text,
+            context=self.context,
+            suggestions=tuple(json.loads(self.suggestions)),
+            options=tuple(json.loads(self.options)),
+            answer=self.answer,
+        )
+
 
 class Agent(Base):
     task = pw.ForeignKeyField(Task, backref="agents", on_delete="CASCADE")
@@ -78,10 +159,54 @@ class Agent(Base):
     role = pw.CharField()
     subtask = pw.ForeignKeyField(Subtask, null=True, on_delete="CASCADE")
     state = pw.CharField(default="starting")
-    container = pw.CharField()
     session_id = pw.CharField()
-    run_dir = pw.TextField()
+    home = pw.TextField(default="")
+    exit_code = pw.IntegerField(null=True)
+    cost_usd = pw.FloatField(default=0.0)
+    reason = pw.TextField(default="")
+    result = pw.TextField(default="")
+    started_at = pw.FloatField(null=True)
+    ended_at = pw.FloatField(null=True)
+    # Unused since schema 2, where runs moved to AgentRun (SQLite < 3.35 cannot drop columns).
+    container = pw.CharField(default="")
+    run_dir = pw.TextField(default="")
     epoch = pw.IntegerField(default=0)
+    output_offset = pw.IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("task", "name"), True),)
+
+    def record(self, runs: int = 0) -> AgentRecord:
+        """This row as a record."""
+        return AgentRecord(
+            id=self.id,
+            task_id=self.task_id,
+            name=self.name,
+            role=self.role,
+            subtask_id=self.subtask_id,
+            state=self.state,
+            session_id=self.session_id,
+            home=self.home,
+            exit_code=self.exit_code,
+            cost_usd=self.cost_usd,
+            reason=self.reason,
+            result=self.result,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            runs=runs,
+        )
+
+
+class AgentRun(Base):
+    """One run of an agent: one container."""
+
+    agent = pw.ForeignKeyField(Agent, backref="runs", on_delete="CASCADE")
+    epoch = pw.IntegerField()
+    state = pw.CharField(index=True)
+    container = pw.CharField()
+    run_dir = pw.TextField()
+    prompt = pw.TextField()
+    resume = pw.BooleanField(default=False)
     output_offset = pw.IntegerField(default=0)
     exit_code = pw.IntegerField(null=True)
     cost_usd = pw.FloatField(default=0.0)
@@ -91,7 +216,29 @@ class Agent(Base):
     ended_at = pw.FloatField(null=True)
 
     class Meta:
-        indexes = ((("task", "name"), True),)
+        indexes = ((("agent", "epoch"), True),)
+
+    def record(self, task_id: str, agent: str) -> RunRecord:
+        """This row as a record, with its agent's task and name."""
+        return RunRecord(
+            id=self.id,
+            agent_id=self.agent_id,
+            task_id=task_id,
+            agent=agent,
+            epoch=self.epoch,
+            state=self.state,
+            container=self.container,
+            run_dir=self.run_dir,
+            prompt=self.prompt,
+            resume=bool(self.resume),
+            output_offset=self.output_offset,
+            exit_code=self.exit_code,
+            cost_usd=self.cost_usd,
+            reason=self.reason,
+            result=self.result,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+        )
 
 
 class TaskEvent(Base):

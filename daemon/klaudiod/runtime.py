@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.types import Mount
 
 from klaudio.errors import KlaudioError, Unavailable
@@ -37,6 +39,8 @@ class ContainerSpec:
     labels: dict[str, str]
     environment: dict[str, str] = field(repr=False)
     mounts: list[tuple[str, str, bool]]  # (host path, container path, read-only)
+    # Writable tmpfs mounts on the otherwise read-only root filesystem: {path: options}.
+    tmpfs: dict[str, str]
     user: str
     network: str
     memory: str
@@ -62,18 +66,46 @@ def agent_user() -> tuple[int, int]:
     return uid, gid
 
 
+class EngineUnavailable(Unavailable):
+    """The Docker engine does not answer (stopped, restarting, or never reachable)."""
+
+
 @contextlib.contextmanager
 def docker_errors(action: str) -> Iterator[None]:
-    """Translate docker-py errors into one-line klaudio errors naming the action."""
+    """Translate docker-py errors into one-line klaudio errors naming the action.
+
+    This is the one place docker-py's failures are mapped: the engine not answering (a
+    connection error from requests underneath docker-py) becomes EngineUnavailable, any
+    other Docker failure Unavailable with Docker's own message. No traceback leaves here.
+    """
     try:
         yield
     except KlaudioError:
         raise
     except docker.errors.APIError as exc:
         detail = exc.explanation if isinstance(exc.explanation, str) else str(exc)
-        raise Unavailable(f"docker: {action}: {detail}") from None
+        raise Unavailable(f"docker: {action}: {_first_line(detail)}") from None
+    except requests.exceptions.RequestException as exc:
+        raise EngineUnavailable(f"Docker engine unavailable ({action}): {_cause(exc)}") from None
     except docker.errors.DockerException as exc:
-        raise Unavailable(f"docker: {action}: {str(exc).splitlines()[0]}") from None
+        if "fetching server API version" in str(exc):
+            raise EngineUnavailable(
+                f"Docker engine unavailable ({action}): {_cause(exc)}"
+            ) from None
+        raise Unavailable(f"docker: {action}: {_first_line(str(exc))}") from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "error"
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a connection error, e.g. 'Connection refused'."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _first_line(str(exc))
 
 
 class Runtime:
@@ -114,6 +146,8 @@ class Runtime:
             ],
             user=spec.user,
             network_mode=spec.network,
+            read_only=True,
+            tmpfs=spec.tmpfs,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             init=True,
@@ -139,6 +173,29 @@ class Runtime:
             oom_killed=bool(st.get("OOMKilled")),
             error=str(st.get("Error") or ""),
         )
+
+    def stop(self, name: str, grace: float) -> None:
+        """Stop a container gracefully: SIGINT, then SIGTERM and SIGKILL after grace seconds.
+
+        The entrypoint passes SIGINT on to Claude Code, which ends its turn, writes a result
+        and exits; its conversation can be resumed. A missing or stopped container is fine.
+        """
+        with (
+            docker_errors(f"stopping container {name}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            try:
+                self.client.api.kill(name, signal="SIGINT")
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # not running
+                    return
+                raise
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not self.client.api.inspect_container(name)["State"]["Running"]:
+                    return
+                time.sleep(0.05)
+            self.client.api.stop(name, timeout=2)
 
     def remove(self, name: str) -> None:
         """Remove a container, killing it if it still runs; a missing one is fine."""

@@ -1,7 +1,7 @@
 """The SQLite store: every read and write of klaudio's state, each write one transaction.
 
-The daemon calls a Store from one thread only (see Db in service code), so it is the single
-writer the design asks for; peewee stays inside this module and models.py.
+The daemon calls a Store from one thread only (see db.py), so it is the single writer the
+design asks for; peewee stays inside this module and models.py, and callers get typed records.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from klaudio.errors import FailedPrecondition, InvalidArgument, NotFound
 from klaudiod import migrations, states
 from klaudiod.models import (
     Agent,
+    AgentRun,
     Plan,
     Question,
     StreamEvent,
@@ -28,6 +29,15 @@ from klaudiod.models import (
 )
 from klaudiod.plan import Plan as PlanSpec
 from klaudiod.plan import QuestionSpec
+from klaudiod.records import (
+    AgentRecord,
+    Detail,
+    PlanRecord,
+    QuestionRecord,
+    RunRecord,
+    SubtaskRecord,
+    TaskRecord,
+)
 
 KIND_AGENT = 1
 KIND_TASK = 2
@@ -71,8 +81,16 @@ class Store:
     # Tasks -------------------------------------------------------------------------------
 
     def create_task(
-        self, task_id: str, name: str, prompt: str, repo: str, workspace: str, auto_approve: bool
-    ) -> tuple[Task, StreamEvent]:
+        self,
+        task_id: str,
+        name: str,
+        prompt: str,
+        repo: str,
+        workspace: str,
+        auto_approve: bool,
+        context: str = "",
+        base_commit: str = "",
+    ) -> tuple[TaskRecord, StreamEvent]:
         """Insert a new task in state created, with its first lifecycle event."""
         now = time.time()
         with db.atomic():
@@ -86,12 +104,18 @@ class Store:
                 auto_approve=auto_approve,
                 created_at=now,
                 updated_at=now,
+                context=context,
+                base_commit=base_commit,
             )
             event = self._emit(task_id, {"type": "task", "state": states.CREATED, "reason": ""})
-        return task, event
+        return task.record(), event
 
-    def task(self, task_id: str) -> Task:
-        """Return the task with this exact id."""
+    def task(self, task_id: str) -> TaskRecord:
+        """The task with this exact id."""
+        return self._task(task_id).record()
+
+    @staticmethod
+    def _task(task_id: str) -> Task:
         task = Task.get_or_none(Task.id == task_id)
         if task is None:
             raise NotFound(f"no task {task_id}")
@@ -109,24 +133,25 @@ class Store:
             raise InvalidArgument(f"task id prefix '{prefix}' is ambiguous; give more characters")
         return str(matches[0])
 
-    def tasks(self, only: Sequence[str] = ()) -> list[Task]:
+    def tasks(self, only: Sequence[str] = ()) -> list[TaskRecord]:
         """All tasks without their prompts, newest first, optionally only in the given states."""
         fields = [f for f in Task._meta.sorted_fields if f.name != "prompt"]
         query = Task.select(*fields).order_by(Task.created_at.desc())
         if only:
             query = query.where(Task.state.in_(list(only)))
-        return list(query)
+        return [row.record() for row in query]
 
-    def detail(self, task_id: str) -> dict[str, Any]:
+    def detail(self, task_id: str) -> Detail:
         """The task with its plan, subtasks, agents, questions and cost, read together."""
-        return {
-            "task": self.task(task_id),
-            "plan": self.plan(task_id),
-            "subtasks": self.subtasks(task_id),
-            "agents": self.agents(task_id),
-            "questions": self.questions(task_id),
-            "cost": self.cost(task_id),
-        }
+        with db.atomic():
+            return Detail(
+                task=self.task(task_id),
+                plan=self.plan(task_id),
+                subtasks=self.subtasks(task_id),
+                agents=self.agents(task_id),
+                questions=self.questions(task_id),
+                cost=self.cost(task_id),
+            )
 
     def delete_task(self, task_id: str) -> None:
         """Delete a task and everything recorded about it."""
@@ -134,15 +159,24 @@ class Store:
             Task.delete().where(Task.id == task_id).execute()
 
     def transition(
-        self, task_id: str, target: str, reason: str = "", only_from: Iterable[str] | None = None
-    ) -> tuple[Task, StreamEvent]:
+        self,
+        task_id: str,
+        target: str,
+        reason: str = "",
+        only_from: Iterable[str] | None = None,
+        resume_at: float | None = None,
+        limit_pauses: int | None = None,
+    ) -> tuple[TaskRecord, StreamEvent]:
         """Move a task to target in one transaction, recording the change and its event.
+
+        A pending stop or cancel (control) is done with once the task moves; resume_at is set
+        (or cleared) with every move, limit_pauses only when given.
 
         Raises:
             FailedPrecondition: when the move is illegal, naming the current state.
         """
         with db.atomic():
-            task = self.task(task_id)
+            task = self._task(task_id)
             allowed = states.can_transition(task.state, target)
             if only_from is not None and task.state not in set(only_from):
                 allowed = False
@@ -160,13 +194,55 @@ class Store:
             task.state = target
             task.reason = reason
             task.updated_at = time.time()
+            task.control = ""
+            task.resume_at = resume_at
+            if limit_pauses is not None:
+                task.limit_pauses = limit_pauses
             task.save()
-            event = self._emit(task_id, {"type": "task", "state": target, "reason": reason})
-        return task, event
+            payload: dict[str, Any] = {"type": "task", "state": target, "reason": reason}
+            if resume_at is not None:
+                payload["resume_at"] = resume_at
+            event = self._emit(task_id, payload)
+        return task.record(), event
+
+    def set_control(
+        self, task_id: str, control: str, allowed: Iterable[str]
+    ) -> tuple[TaskRecord, StreamEvent]:
+        """Record a stop or cancel before carrying it out (intent before effect).
+
+        Raises:
+            FailedPrecondition: when the task is not in one of the allowed states.
+        """
+        with db.atomic():
+            task = self._task(task_id)
+            if task.state not in set(allowed):
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; it cannot be {_DONE[control]}"
+                )
+            task.control = control
+            task.updated_at = time.time()
+            task.save()
+            event = self._emit(task_id, {"type": "control", "control": control})
+        return task.record(), event
+
+    def paused_from(self, task_id: str) -> str:
+        """The state the task was in when it last became paused ('' if it never did)."""
+        row = (
+            TaskEvent.select(TaskEvent.from_state)
+            .where((TaskEvent.task == task_id) & (TaskEvent.to_state == states.PAUSED))
+            .order_by(TaskEvent.id.desc())
+            .first()
+        )
+        return str(row.from_state) if row else ""
+
+    def auto_resumable(self) -> list[TaskRecord]:
+        """Paused tasks the daemon resumes by itself (a usage limit's), soonest first."""
+        query = Task.select().where((Task.state == states.PAUSED) & Task.resume_at.is_null(False))
+        return [row.record() for row in query.order_by(Task.resume_at)]
 
     # Plans and questions -----------------------------------------------------------------
 
-    def save_plan(self, task_id: str, spec: PlanSpec) -> tuple[Plan, StreamEvent]:
+    def save_plan(self, task_id: str, spec: PlanSpec) -> tuple[PlanRecord, StreamEvent]:
         """Store a validated plan as the task's current plan, with its subtasks."""
         with db.atomic():
             version = Plan.select().where(Plan.task == task_id).count() + 1
@@ -204,36 +280,46 @@ class Store:
                     ],
                 },
             )
-        return plan, event
+        return plan.record(), event
 
-    def plan(self, task_id: str) -> Plan | None:
+    def plan(self, task_id: str) -> PlanRecord | None:
         """The task's current (latest) plan, if any."""
-        latest: Plan | None = (
-            Plan.select().where(Plan.task == task_id).order_by(Plan.version.desc()).first()
-        )
-        return latest
+        latest = Plan.select().where(Plan.task == task_id).order_by(Plan.version.desc()).first()
+        return latest.record() if latest is not None else None
 
-    def subtasks(self, task_id: str) -> list[Subtask]:
+    def subtasks(self, task_id: str) -> list[SubtaskRecord]:
         """The subtasks of the task's current plan, in plan order."""
-        plan = self.plan(task_id)
+        plan = Plan.select().where(Plan.task == task_id).order_by(Plan.version.desc()).first()
         if plan is None:
             return []
-        return list(Subtask.select().where(Subtask.plan == plan).order_by(Subtask.position))
+        query = Subtask.select().where(Subtask.plan == plan).order_by(Subtask.position)
+        return [row.record() for row in query]
 
     def set_subtask(
-        self, subtask_id: int, state: str, result: str | None = None
-    ) -> tuple[Subtask, StreamEvent]:
-        """Record a subtask's new state (and final message), with its event."""
+        self, subtask_id: int, state: str, result: str | None = None, reason: str | None = None
+    ) -> tuple[SubtaskRecord, StreamEvent]:
+        """Record a subtask's new state (and final message or reason), with its event.
+
+        Raises:
+            FailedPrecondition: for a move states.SUBTASK_TRANSITIONS does not allow.
+        """
         with db.atomic():
             sub = Subtask.get_by_id(subtask_id)
+            if state != sub.state and not states.can_transition_subtask(sub.state, state):
+                raise FailedPrecondition(
+                    f"subtask {sub.key} is {sub.state}; it cannot become {state}"
+                )
             sub.state = state
             if result is not None:
                 sub.result = result
+            if reason is not None:
+                sub.reason = reason
             sub.save()
-            event = self._emit(
-                sub.task_id, {"type": "subtask", "id": sub.key, "name": sub.name, "state": state}
-            )
-        return sub, event
+            payload = {"type": "subtask", "id": sub.key, "name": sub.name, "state": state}
+            if sub.reason and state != states.SUBTASK_COMPLETED:
+                payload["reason"] = sub.reason
+            event = self._emit(sub.task_id, payload)
+        return sub.record(), event
 
     def save_questions(self, task_id: str, questions: Sequence[QuestionSpec]) -> StreamEvent:
         """Store the planner's questions, replacing unanswered earlier ones."""
@@ -257,11 +343,12 @@ class Store:
                 },
             )
 
-    def questions(self, task_id: str) -> list[Question]:
+    def questions(self, task_id: str) -> list[QuestionRecord]:
         """The task's questions in the order they were asked."""
-        return list(Question.select().where(Question.task == task_id).order_by(Question.id))
+        query = Question.select().where(Question.task == task_id).order_by(Question.id)
+        return [row.record() for row in query]
 
-    # Agents ------------------------------------------------------------------------------
+    # Agents and their runs ---------------------------------------------------------------
 
     def create_agent(
         self,
@@ -269,60 +356,178 @@ class Store:
         name: str,
         role: str,
         subtask_id: int | None,
-        container: str,
         session_id: str,
-        run_dir: str,
-    ) -> Agent:
-        """Record an agent before its container is created (intent before effect)."""
+        home: str,
+    ) -> AgentRecord:
+        """Record an agent (one conversation) before its first run."""
         with db.atomic():
-            return Agent.create(
+            agent = Agent.create(
                 task=task_id,
                 name=name,
                 role=role,
                 subtask=subtask_id,
-                container=container,
                 session_id=session_id,
-                run_dir=run_dir,
+                home=home,
                 started_at=time.time(),
             )
+        return agent.record()
 
-    def agent(self, agent_id: int) -> Agent:
-        """The agent with this id."""
-        return Agent.get_by_id(agent_id)
-
-    def find_agent(self, task_id: str, name: str) -> Agent | None:
+    def find_agent(self, task_id: str, name: str) -> AgentRecord | None:
         """The task's agent with this name, if it exists."""
-        return Agent.get_or_none((Agent.task == task_id) & (Agent.name == name))
+        agent = Agent.get_or_none((Agent.task == task_id) & (Agent.name == name))
+        return agent.record(self._run_count(agent.id)) if agent is not None else None
 
-    def agents(self, task_id: str) -> list[Agent]:
+    def agents(self, task_id: str) -> list[AgentRecord]:
         """The task's agents in creation order."""
-        return list(Agent.select().where(Agent.task == task_id).order_by(Agent.id))
+        counted = (
+            AgentRun.select(AgentRun.agent, pw.fn.COUNT(AgentRun.id))
+            .join(Agent)
+            .where(Agent.task == task_id)
+            .group_by(AgentRun.agent)
+            .tuples()
+        )
+        counts: dict[int, int] = dict(counted)  # type: ignore[arg-type]
+        query = Agent.select().where(Agent.task == task_id).order_by(Agent.id)
+        return [row.record(counts.get(row.id, 0)) for row in query]
 
-    def live_agents(self) -> list[Agent]:
-        """Agents of every task that are starting or running."""
-        return list(Agent.select().where(Agent.state.in_(list(states.AGENT_LIVE))))
-
-    def set_agent_state(
-        self, agent_id: int, state: str, **fields: Any
-    ) -> tuple[Agent, StreamEvent]:
-        """Record an agent's new state and outcome fields, with its event."""
+    def set_session(self, agent_id: int, session_id: str) -> AgentRecord:
+        """Give an agent a new conversation (a retry asked to start afresh)."""
         with db.atomic():
             agent = Agent.get_by_id(agent_id)
-            agent.state = state
-            for key, value in fields.items():
-                setattr(agent, key, value)
-            if state in (states.AGENT_COMPLETED, states.AGENT_FAILED):
-                agent.ended_at = time.time()
+            agent.session_id = session_id
             agent.save()
-            payload: dict[str, Any] = {"type": "agent", "agent": agent.name, "state": state}
-            if agent.exit_code is not None:
-                payload["exit_code"] = agent.exit_code
-            if agent.reason:
-                payload["reason"] = agent.reason
-            if state in (states.AGENT_COMPLETED, states.AGENT_FAILED):
-                payload["cost_usd"] = agent.cost_usd
-            event = self._emit(agent.task_id, payload, agent=agent.name)
-        return agent, event
+        return agent.record(self._run_count(agent_id))
+
+    def start_run(
+        self,
+        agent_id: int,
+        epoch: int,
+        container: str,
+        run_dir: str,
+        prompt: str,
+        resume: bool,
+    ) -> tuple[RunRecord, StreamEvent]:
+        """Record an agent's next run before its container is created (intent before effect).
+
+        Raises:
+            FailedPrecondition: when the agent is running already.
+        """
+        with db.atomic():
+            agent = Agent.get_by_id(agent_id)
+            if self._run_count(agent_id) and not states.can_transition_agent(
+                agent.state, states.AGENT_STARTING
+            ):
+                raise FailedPrecondition(f"agent {agent.name} is {agent.state}; it cannot start")
+            run = AgentRun.create(
+                agent=agent_id,
+                epoch=epoch,
+                state=states.RUN_STARTING,
+                container=container,
+                run_dir=run_dir,
+                prompt=prompt,
+                resume=resume,
+                started_at=time.time(),
+            )
+            agent.state = states.AGENT_STARTING
+            agent.save()
+            event = self._agent_event(agent, run)
+        return run.record(agent.task_id, agent.name), event
+
+    def set_run_running(self, run_id: int) -> tuple[RunRecord, StreamEvent]:
+        """Record that a run's container started."""
+        return self._set_run(run_id, states.RUN_RUNNING, {})
+
+    def end_run(self, run_id: int, state: str, **fields: Any) -> tuple[RunRecord, StreamEvent]:
+        """Record how a run ended (exit_code, cost_usd, reason, result); its agent follows."""
+        return self._set_run(run_id, state, fields)
+
+    def _set_run(
+        self, run_id: int, state: str, fields: dict[str, Any]
+    ) -> tuple[RunRecord, StreamEvent]:
+        with db.atomic():
+            run = AgentRun.get_by_id(run_id)
+            agent = Agent.get_by_id(run.agent_id)
+            if not states.can_transition_run(run.state, state):
+                raise FailedPrecondition(
+                    f"run {run.epoch} of agent {agent.name} is {run.state}; "
+                    f"it cannot become {state}"
+                )
+            run.state = state
+            for key, value in fields.items():
+                setattr(run, key, value)
+            if state in states.RUN_ENDED:
+                run.ended_at = time.time()
+            run.save()
+            agent.state = state
+            if state in states.RUN_ENDED:
+                agent.exit_code = run.exit_code
+                agent.reason = run.reason
+                if run.result or state == states.RUN_COMPLETED:
+                    agent.result = run.result
+                agent.ended_at = run.ended_at
+                total = (
+                    AgentRun.select(pw.fn.SUM(AgentRun.cost_usd))
+                    .where(AgentRun.agent == agent.id)
+                    .scalar()
+                )
+                agent.cost_usd = float(total or 0.0)
+            agent.save()
+            event = self._agent_event(agent, run)
+        return run.record(agent.task_id, agent.name), event
+
+    def _agent_event(self, agent: Agent, run: AgentRun) -> StreamEvent:
+        payload: dict[str, Any] = {
+            "type": "agent",
+            "agent": agent.name,
+            "state": run.state,
+            "epoch": run.epoch,
+        }
+        if run.resume and run.state == states.RUN_STARTING:
+            payload["resume"] = True
+        if run.exit_code is not None:
+            payload["exit_code"] = run.exit_code
+        if run.reason:
+            payload["reason"] = run.reason
+        if run.state in states.RUN_ENDED:
+            payload["cost_usd"] = run.cost_usd
+        return self._emit(agent.task_id, payload, agent=agent.name)
+
+    def live_run(self, agent_id: int) -> RunRecord | None:
+        """The agent's run that is starting or running, if any."""
+        return self._latest(agent_id, live=True)
+
+    def latest_run(self, agent_id: int) -> RunRecord | None:
+        """The agent's most recent run, if it ever ran."""
+        return self._latest(agent_id, live=False)
+
+    def _latest(self, agent_id: int, live: bool) -> RunRecord | None:
+        query = AgentRun.select(AgentRun, Agent).join(Agent).where(AgentRun.agent == agent_id)
+        if live:
+            query = query.where(AgentRun.state.in_(list(states.RUN_LIVE)))
+        row = query.order_by(AgentRun.epoch.desc()).first()
+        return row.record(row.agent.task_id, row.agent.name) if row is not None else None
+
+    def live_runs(self, task_id: str | None = None) -> list[RunRecord]:
+        """Runs that are starting or running (of one task, when given)."""
+        query = (
+            AgentRun.select(AgentRun, Agent)
+            .join(Agent)
+            .where(AgentRun.state.in_(list(states.RUN_LIVE)))
+        )
+        if task_id is not None:
+            query = query.where(Agent.task == task_id)
+        return [row.record(row.agent.task_id, row.agent.name) for row in query]
+
+    def runs(self, task_id: str) -> list[RunRecord]:
+        """Every run of the task's agents, oldest first."""
+        query = AgentRun.select(AgentRun, Agent).join(Agent).where(Agent.task == task_id)
+        return [
+            row.record(row.agent.task_id, row.agent.name) for row in query.order_by(AgentRun.id)
+        ]
+
+    @staticmethod
+    def _run_count(agent_id: int) -> int:
+        return int(AgentRun.select().where(AgentRun.agent == agent_id).count())
 
     def cost(self, task_id: str) -> float:
         """The task's cost so far: the sum of its agents' costs."""
@@ -342,11 +547,12 @@ class Store:
     # Stream ------------------------------------------------------------------------------
 
     def append_output(
-        self, agent_id: int, lines: Sequence[str], new_offset: int
+        self, run_id: int, lines: Sequence[str], new_offset: int
     ) -> list[StreamEvent]:
-        """Persist an agent's new output lines and its read offset in one transaction."""
+        """Persist a run's new output lines and its read offset in one transaction."""
         with db.atomic():
-            agent = Agent.get_by_id(agent_id)
+            run = AgentRun.get_by_id(run_id)
+            agent = Agent.get_by_id(run.agent_id)
             events = []
             seq = self._last_seq(agent.task_id)
             now = time.time()
@@ -362,7 +568,7 @@ class Store:
                         json=line,
                     )
                 )
-            Agent.update(output_offset=new_offset).where(Agent.id == agent_id).execute()
+            AgentRun.update(output_offset=new_offset).where(AgentRun.id == run_id).execute()
         return events
 
     def emit(self, task_id: str, payload: dict[str, Any], agent: str = "") -> StreamEvent:
@@ -405,3 +611,7 @@ class Store:
             .scalar()
         )
         return int(value or 0)
+
+
+# How a refused control request reads: "task abc is completed; it cannot be stopped".
+_DONE = {"stop": "stopped", "cancel": "cancelled"}

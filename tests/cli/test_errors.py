@@ -173,10 +173,10 @@ def test_a_task_that_cannot_reach_docker_fails_with_the_reason(no_docker: Instan
     task_id = started_and_failed(no_docker)
 
     task = no_docker.show(task_id)
-    assert task["reason"].startswith("planner failed: docker: ")
+    assert task["reason"].startswith("planner failed: Docker engine unavailable")
     waited = no_docker.cli("task", "wait", task_id, "--timeout", "10")
     assert waited.returncode == 1
-    assert f"task {task_id[:8]} failed: planner failed: docker: " in waited.stderr
+    assert f"task {task_id[:8]} failed: planner failed: Docker engine unavailable" in waited.stderr
 
 
 def test_a_failed_planning_leaves_no_live_agent(no_docker: Instance) -> None:
@@ -188,7 +188,7 @@ def test_a_failed_planning_leaves_no_live_agent(no_docker: Instance) -> None:
 
     assert planner["name"] == "planner"
     assert planner["state"] == "failed"
-    assert planner["reason"].startswith("docker: ")
+    assert planner["reason"].startswith("Docker engine unavailable")
     assert "0 agents running" in status
 
 
@@ -230,11 +230,20 @@ def test_docker_being_unreachable_is_not_reported_as_the_daemon_missing(
     no_docker: Instance,
 ) -> None:
     # Regression: any UNAVAILABLE mentioning "connect" used to become "daemon not running".
+    result = no_docker.cli("image", "build")
+
+    assert result.returncode == 5
+    line = one_error_line(result)
+    assert "Docker engine unavailable" in line
+    assert "daemon not running" not in line
+
+
+def test_a_settled_task_is_deleted_while_docker_is_unreachable(no_docker: Instance) -> None:
+    # Its containers, if any, are removed as orphans once the engine answers again.
     task_id = started_and_failed(no_docker)
 
     result = no_docker.cli("task", "delete", task_id)
 
-    assert result.returncode == 5
-    line = one_error_line(result)
-    assert "docker" in line
-    assert "daemon not running" not in line
+    assert result.returncode == 0, result.stderr
+    assert no_docker.cli("task", "show", task_id).returncode == 3
+    assert task_id not in no_docker.task_ids()

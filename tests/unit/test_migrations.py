@@ -128,25 +128,25 @@ def test_the_tasks_of_a_0_1_0_database(old: Store) -> None:
 def test_a_completed_0_1_0_task_keeps_its_plan_subtasks_agents_and_stream(old: Store) -> None:
     detail = old.detail(DONE)
 
-    plan = detail["plan"]
+    plan = detail.plan
     assert (plan.version, plan.analysis, plan.strategy, plan.notes) == (
         1,
         "scripted analysis",
         "dag",
         "scripted notes",
     )
-    subtasks = detail["subtasks"]
+    subtasks = detail.subtasks
     assert [(s.key, s.position, s.name, s.state) for s in subtasks] == [
         ("write", 0, "Subtask write", "completed"),
         ("copy", 1, "Subtask copy", "completed"),
     ]
-    assert [json.loads(s.depends_on) for s in subtasks] == [[], ["write"]]
-    assert [json.loads(s.files_involved) for s in subtasks] == [["greeting.txt"]] * 2
+    assert [s.depends_on for s in subtasks] == [(), ("write",)]
+    assert [s.files_involved for s in subtasks] == [("greeting.txt",)] * 2
     assert [s.result for s in subtasks] == [
         "wrote greeting.txt with a hello",
         "copied: hello from write",
     ]
-    agents = detail["agents"]
+    agents = detail.agents
     assert [(a.name, a.role, a.state, a.exit_code) for a in agents] == [
         ("planner", "planner", "completed", 0),
         ("write", "developer", "completed", 0),
@@ -154,8 +154,21 @@ def test_a_completed_0_1_0_task_keeps_its_plan_subtasks_agents_and_stream(old: S
     ]
     assert [a.subtask_id for a in agents] == [None, subtasks[0].id, subtasks[1].id]
     assert json.loads(agents[0].result)["kind"] == "plan"
-    assert detail["questions"] == []
-    assert detail["cost"] == pytest.approx(0.0007)
+    # Schema 2: each 0.1.0 agent became an agent with one run, epoch 0, in its old run dir.
+    assert [a.runs for a in agents] == [1, 1, 1]
+    assert [a.home for a in agents] == [f"{a.home[: -len('/home')]}/home" for a in agents]
+    runs = old.runs(DONE)
+    assert [(r.agent, r.epoch, r.state, r.exit_code) for r in runs] == [
+        ("planner", 0, "completed", 0),
+        ("write", 0, "completed", 0),
+        ("copy", 0, "completed", 0),
+    ]
+    assert all(r.container == f"klaudio-{DONE}-{r.agent}" for r in runs)
+    assert [r.run_dir for r in runs] == [a.home.removesuffix("/home") for a in agents]
+    assert all(r.output_offset > 0 for r in runs)
+    assert old.live_runs() == []
+    assert detail.questions == []
+    assert detail.cost == pytest.approx(0.0007)
     stream = events(old, DONE)
     assert len(stream) == 32
     output = Counter(agent for kind, agent, _ in stream if kind == KIND_AGENT)
@@ -175,17 +188,17 @@ def test_a_completed_0_1_0_task_keeps_its_plan_subtasks_agents_and_stream(old: S
 def test_a_failed_0_1_0_task_keeps_its_reason_and_failed_agent(old: Store) -> None:
     detail = old.detail(FAILED)
 
-    assert detail["task"].reason.startswith("subtask write failed: API error: API Error: 500")
-    assert detail["task"].reason.endswith("(exit 1); skipped: copy")
-    assert [(s.key, s.state) for s in detail["subtasks"]] == [
+    assert detail.task.reason.startswith("subtask write failed: API error: API Error: 500")
+    assert detail.task.reason.endswith("(exit 1); skipped: copy")
+    assert [(s.key, s.state) for s in detail.subtasks] == [
         ("write", "failed"),
         ("copy", "skipped"),
     ]
-    assert [(a.name, a.state, a.exit_code) for a in detail["agents"]] == [
+    assert [(a.name, a.state, a.exit_code) for a in detail.agents] == [
         ("planner", "completed", 0),
         ("write", "failed", 1),
     ]
-    assert "500 model exploded" in detail["agents"][1].reason
+    assert "500 model exploded" in detail.agents[1].reason
     assert len(events(old, FAILED)) == 21
     assert task_states(old, FAILED)[-1] == "failed"
 
@@ -193,32 +206,32 @@ def test_a_failed_0_1_0_task_keeps_its_reason_and_failed_agent(old: Store) -> No
 def test_a_0_1_0_task_awaiting_answers_keeps_its_questions(old: Store) -> None:
     detail = old.detail(ASKING)
 
-    assert detail["task"].reason == "the planner has questions"
-    assert detail["plan"] is None and detail["subtasks"] == []
-    assert [a.name for a in detail["agents"]] == ["planner"]
-    questions = detail["questions"]
-    assert [(q.key, q.position, q.text, q.context, q.answer) for q in questions] == [
-        ("db", 0, "Which database?", "the store needs one", ""),
-        ("port", 1, "Which port?", "", ""),
+    assert detail.task.reason == "the planner has questions"
+    assert detail.plan is None and detail.subtasks == []
+    assert [a.name for a in detail.agents] == ["planner"]
+    questions = detail.questions
+    assert [(q.key, q.text, q.context, q.answer) for q in questions] == [
+        ("db", "Which database?", "the store needs one", ""),
+        ("port", "Which port?", "", ""),
     ]
-    assert [json.loads(q.options) for q in questions] == [["sqlite", "postgres"], []]
-    assert [json.loads(q.suggestions) for q in questions] == [[], ["8080"]]
+    assert [q.options for q in questions] == [("sqlite", "postgres"), ()]
+    assert [q.suggestions for q in questions] == [(), ("8080",)]
     assert len(events(old, ASKING)) == 10
     assert task_states(old, ASKING) == ["created", "planning", "awaiting_answers"]
 
 
 def test_planned_and_created_0_1_0_tasks(old: Store) -> None:
     planned = old.detail(PLANNED)
-    assert [(s.key, s.state) for s in planned["subtasks"]] == [
+    assert [(s.key, s.state) for s in planned.subtasks] == [
         ("write", "pending"),
         ("copy", "pending"),
     ]
-    assert [a.name for a in planned["agents"]] == ["planner"]
+    assert [a.name for a in planned.agents] == ["planner"]
     assert task_states(old, PLANNED) == ["created", "planning", "planned"]
     assert len(events(old, PLANNED)) == 10
 
     created = old.detail(CREATED)
-    assert created["plan"] is None and created["agents"] == [] and created["cost"] == 0.0
+    assert created.plan is None and created.agents == [] and created.cost == 0.0
     assert events(old, CREATED) == [
         (KIND_TASK, "", {"type": "task", "state": "created", "reason": ""})
     ]

@@ -38,10 +38,14 @@ def new_task(store: Store, task_id: str = "aaaa11112222") -> str:
 
 
 def new_agent(store: Store, task_id: str, name: str) -> int:
-    agent = store.create_agent(
-        task_id, name, "developer", None, f"klaudio-{task_id}-{name}", f"s-{name}", f"/r/{name}"
-    )
-    return int(agent.id)
+    """An agent with its first run started; returns the run's id."""
+    agent = store.create_agent(task_id, name, "developer", None, f"s-{name}", f"/h/{name}")
+    run, _ = store.start_run(agent.id, 0, f"klaudio-{task_id}-0-{name}", f"/r/{name}", "go", False)
+    return run.id
+
+
+def run_of(store: Store, run_id: int) -> Any:
+    return next(r for r in models.AgentRun.select().where(models.AgentRun.id == run_id))
 
 
 def seqs(store: Store, task_id: str, agent: str = "") -> list[int]:
@@ -101,14 +105,25 @@ def test_reopening_keeps_the_data_and_does_not_rerun_migrations(db_file: Path) -
 def test_an_older_schema_version_is_migrated_on_open(db_file: Path) -> None:
     first = Store(db_file)
     try:
-        db.execute_sql("DROP TABLE streamevent")
-        models.SchemaVersion.update(version=0).execute()
+        # Undo version 2 by hand: the next open must run it again.
+        db.execute_sql("DROP TABLE agentrun")
+        models.SchemaVersion.update(version=1).execute()
+        for table, column in [
+            ("task", "control"),
+            ("task", "resume_at"),
+            ("task", "limit_pauses"),
+            ("task", "context"),
+            ("task", "base_commit"),
+            ("subtask", "reason"),
+            ("agent", "home"),
+        ]:
+            db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
     finally:
         first.close()
 
     second = Store(db_file)
     try:
-        assert "streamevent" in tables()
+        assert "agentrun" in tables()
         assert Store.schema_version() == LATEST
         assert models.SchemaVersion.select().count() == 1
     finally:
@@ -296,14 +311,15 @@ def test_append_output_numbers_lines_and_moves_the_offset(store: Store) -> None:
 
     events = store.append_output(agent_id, ['{"type":"system"}', '{"type":"result"}'], 123)
 
-    assert [e.seq for e in events] == [2, 3]
+    # seq 2 is the run's "starting" event.
+    assert [e.seq for e in events] == [3, 4]
     assert all(e.kind == KIND_AGENT and e.agent == "planner" for e in events)
     assert [e.json for e in events] == ['{"type":"system"}', '{"type":"result"}']
-    assert store.agent(agent_id).output_offset == 123
+    assert run_of(store, agent_id).output_offset == 123
     more = store.append_output(agent_id, ['{"type":"assistant"}'], 200)
-    assert [e.seq for e in more] == [4]
-    assert store.agent(agent_id).output_offset == 200
-    assert seqs(store, task_id) == [1, 2, 3, 4]
+    assert [e.seq for e in more] == [5]
+    assert run_of(store, agent_id).output_offset == 200
+    assert seqs(store, task_id) == [1, 2, 3, 4, 5]
 
 
 def test_append_output_with_no_lines_still_moves_the_offset(store: Store) -> None:
@@ -311,8 +327,8 @@ def test_append_output_with_no_lines_still_moves_the_offset(store: Store) -> Non
     agent_id = new_agent(store, task_id, "planner")
 
     assert store.append_output(agent_id, [], 77) == []
-    assert store.agent(agent_id).output_offset == 77
-    assert seqs(store, task_id) == [1]
+    assert run_of(store, agent_id).output_offset == 77
+    assert seqs(store, task_id) == [1, 2]
 
 
 def test_append_output_is_all_or_nothing(store: Store) -> None:
@@ -324,9 +340,9 @@ def test_append_output_is_all_or_nothing(store: Store) -> None:
     with pytest.raises(UnicodeEncodeError):
         store.append_output(agent_id, ['{"n":2}', '{"bad":"\ud800"}'], 20)
 
-    assert store.agent(agent_id).output_offset == 10
-    assert seqs(store, task_id) == [1, 2]
-    assert store.append_output(agent_id, ['{"n":3}'], 30)[0].seq == 3
+    assert run_of(store, agent_id).output_offset == 10
+    assert seqs(store, task_id) == [1, 2, 3]
+    assert store.append_output(agent_id, ['{"n":3}'], 30)[0].seq == 4
 
 
 # events(since, agent) -----------------------------------------------------------------------------
@@ -337,27 +353,28 @@ def busy(store: Store) -> tuple[Store, str]:
     """A task whose stream mixes task events, two agents' output and their state events."""
     task_id = new_task(store)  # 1 task created
     store.transition(task_id, states.PLANNING)  # 2 task planning
-    one = new_agent(store, task_id, "one")
-    two = new_agent(store, task_id, "two")
-    store.append_output(one, ['{"o":1}', '{"o":2}'], 10)  # 3, 4 one
-    store.append_output(two, ['{"t":1}'], 5)  # 5 two
-    store.set_agent_state(one, states.AGENT_COMPLETED, exit_code=0, cost_usd=0.5)  # 6 one
-    store.emit(task_id, {"type": "note"})  # 7 task
-    store.append_output(two, ['{"t":2}'], 9)  # 8 two
+    one = new_agent(store, task_id, "one")  # 3 one starting
+    two = new_agent(store, task_id, "two")  # 4 two starting
+    store.append_output(one, ['{"o":1}', '{"o":2}'], 10)  # 5, 6 one
+    store.append_output(two, ['{"t":1}'], 5)  # 7 two
+    store.set_run_running(one)  # 8 one
+    store.end_run(one, states.RUN_COMPLETED, exit_code=0, cost_usd=0.5)  # 9 one
+    store.emit(task_id, {"type": "note"})  # 10 task
+    store.append_output(two, ['{"t":2}'], 9)  # 11 two
     return store, task_id
 
 
 def test_events_returns_everything_in_order(busy: tuple[Store, str]) -> None:
     store, task_id = busy
 
-    assert seqs(store, task_id) == list(range(1, 9))
+    assert seqs(store, task_id) == list(range(1, 12))
 
 
 def test_events_since_returns_only_later_events(busy: tuple[Store, str]) -> None:
     store, task_id = busy
 
-    assert [e.seq for e in store.events(task_id, 5)] == [6, 7, 8]
-    assert store.events(task_id, 8) == []
+    assert [e.seq for e in store.events(task_id, 8)] == [9, 10, 11]
+    assert store.events(task_id, 11) == []
     assert [e.seq for e in store.events(task_id, 2, limit=3)] == [3, 4, 5]
 
 
@@ -366,32 +383,34 @@ def test_events_of_an_agent_are_its_own_plus_the_tasks_own(busy: tuple[Store, st
 
     mine = store.events(task_id, 0, agent="one")
 
-    assert [e.seq for e in mine] == [1, 2, 3, 4, 6, 7]
+    assert [e.seq for e in mine] == [1, 2, 3, 5, 6, 8, 9, 10]
     assert {e.agent for e in mine} == {"one", ""}
-    assert [e.seq for e in store.events(task_id, 0, agent="two")] == [1, 2, 5, 7, 8]
-    assert [e.seq for e in store.events(task_id, 4, agent="two")] == [5, 7, 8]
+    assert [e.seq for e in store.events(task_id, 0, agent="two")] == [1, 2, 4, 7, 10, 11]
+    assert [e.seq for e in store.events(task_id, 4, agent="two")] == [7, 10, 11]
 
 
 def test_events_of_an_unknown_agent_are_only_the_tasks_own(busy: tuple[Store, str]) -> None:
     store, task_id = busy
 
-    assert [e.seq for e in store.events(task_id, 0, agent="nobody")] == [1, 2, 7]
+    assert [e.seq for e in store.events(task_id, 0, agent="nobody")] == [1, 2, 10]
 
 
 def test_an_agent_state_event_carries_its_outcome(busy: tuple[Store, str]) -> None:
     store, task_id = busy
 
-    event = store.events(task_id, 5, limit=1)[0]
+    event = store.events(task_id, 8, limit=1)[0]
 
     assert event.agent == "one" and event.kind == KIND_TASK
     assert json.loads(event.json) == {
         "type": "agent",
         "agent": "one",
         "state": "completed",
+        "epoch": 0,
         "exit_code": 0,
         "cost_usd": 0.5,
     }
-    assert store.agent(int(store.find_agent(task_id, "one").id)).ended_at is not None
+    agent = store.find_agent(task_id, "one")
+    assert agent is not None and agent.ended_at is not None and agent.state == "completed"
     assert store.cost(task_id) == 0.5
     assert store.costs() == {task_id: 0.5}
 
@@ -409,8 +428,9 @@ def test_delete_task_removes_everything_recorded_about_it(store: Store) -> None:
     spec = Plan("a", "dag", (SubtaskSpec(id="s1", name="S1", prompt="do"),))
     store.save_plan(task_id, spec)
     subtask_id = int(store.subtasks(task_id)[0].id)
-    agent = store.create_agent(task_id, "s1", "developer", subtask_id, "c", "s", "/r")
-    store.append_output(int(agent.id), ['{"x":1}'], 5)
+    agent = store.create_agent(task_id, "s1", "developer", subtask_id, "s", "/h")
+    run, _ = store.start_run(agent.id, 0, "c", "/r", "go", False)
+    store.append_output(run.id, ['{"x":1}'], 5)
     new_agent(store, keep, "other")
 
     store.delete_task(task_id)
@@ -428,9 +448,10 @@ def test_delete_task_removes_everything_recorded_about_it(store: Store) -> None:
         assert model.select().where(model.task == task_id).count() == 0, model.__name__
     assert store.events(task_id, 0) == []
     assert store.agents(task_id) == []
+    assert models.AgentRun.select().where(models.AgentRun.id == run.id).count() == 0
     # The other task is untouched.
     assert store.task(keep).state == states.CREATED
-    assert seqs(store, keep) == [1]
+    assert seqs(store, keep) == [1, 2]  # created, and its agent starting
     assert [a.name for a in store.agents(keep)] == ["other"]
 
 
@@ -464,14 +485,15 @@ def test_save_plan_stores_a_new_version_with_subtasks_in_order(store: Store) -> 
     plan, event = store.save_plan(task_id, second)
 
     assert plan.version == 2
-    assert store.plan(task_id).analysis == "v2"
+    latest = store.plan(task_id)
+    assert latest is not None and latest.analysis == "v2"
     subs = store.subtasks(task_id)
     assert [(s.key, s.position, s.state) for s in subs] == [
         ("b", 0, "pending"),
         ("c", 1, "pending"),
     ]
-    assert json.loads(subs[1].depends_on) == ["b"]
-    assert json.loads(subs[0].files_involved) == ["b.py"]
+    assert subs[1].depends_on == ("b",)
+    assert subs[0].files_involved == ("b.py",)
     assert json.loads(event.json)["subtasks"] == [
         {"id": "b", "name": "B", "depends_on": []},
         {"id": "c", "name": "C", "depends_on": ["b"]},
@@ -486,4 +508,4 @@ def test_save_questions_replaces_unanswered_ones(store: Store) -> None:
 
     questions = store.questions(task_id)
     assert [q.key for q in questions] == ["db"]
-    assert json.loads(questions[0].options) == ["a", "b"]
+    assert questions[0].options == ("a", "b")

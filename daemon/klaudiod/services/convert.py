@@ -1,13 +1,18 @@
-"""Store rows -> protobuf messages."""
+"""Store records -> protobuf messages."""
 
 from __future__ import annotations
-
-import json
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from klaudio.rpc.v1 import stream_pb2, tasks_pb2
+from klaudiod.records import (
+    AgentRecord,
+    Detail,
+    PlanRecord,
+    QuestionRecord,
+    SubtaskRecord,
+    TaskRecord,
+)
 from klaudiod.stream import Event
 
 
@@ -30,80 +35,85 @@ def state_name(value: int) -> str:
     return tasks_pb2.TaskState.Name(value).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]
 
 
-def task(row: Any, cost: float = 0.0, detail: dict[str, Any] | None = None) -> tasks_pb2.Task:
-    """A Task message; detail (plan, subtasks, agents, questions) fills the nested parts.
-
-    Without detail it is a summary, as lists carry: no prompt (prompts can be long) either.
-    """
+def task(record: TaskRecord, cost: float = 0.0) -> tasks_pb2.Task:
+    """A task summary, as lists carry: no prompt (prompts can be long), plan or agents."""
     msg = tasks_pb2.Task(
-        id=row.id,
-        name=row.name,
-        prompt=row.prompt if detail is not None else "",
-        state=state(row.state),
-        reason=row.reason,
-        repo=row.repo,
-        workspace=row.workspace,
-        auto_approve=row.auto_approve,
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
+        id=record.id,
+        name=record.name,
+        state=state(record.state),
+        reason=record.reason,
+        repo=record.repo,
+        workspace=record.workspace,
+        auto_approve=record.auto_approve,
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
         cost_usd=cost,
+        resume_at=timestamp(record.resume_at),
+        control=record.control,
     )
-    if detail:
-        if detail.get("plan") is not None:
-            msg.plan.CopyFrom(_plan(detail["plan"], detail.get("subtasks", [])))
-        keys = {s.id: s.key for s in detail.get("subtasks", [])}
-        msg.agents.extend(_agent(a, keys) for a in detail.get("agents", []))
-        msg.questions.extend(_question(q) for q in detail.get("questions", []))
     return msg
 
 
-def _plan(row: Any, subtasks: list[Any]) -> tasks_pb2.Plan:
+def detail(value: Detail) -> tasks_pb2.Task:
+    """A whole task: prompt, plan, agents and questions too."""
+    msg = task(value.task, value.cost)
+    msg.prompt = value.task.prompt
+    if value.plan is not None:
+        msg.plan.CopyFrom(_plan(value.plan, value.subtasks))
+    keys = {s.id: s.key for s in value.subtasks}
+    msg.agents.extend(_agent(a, keys) for a in value.agents)
+    msg.questions.extend(_question(q) for q in value.questions)
+    return msg
+
+
+def _plan(record: PlanRecord, subtasks: list[SubtaskRecord]) -> tasks_pb2.Plan:
     return tasks_pb2.Plan(
-        analysis=row.analysis,
-        strategy=row.strategy,
-        notes=row.notes,
+        analysis=record.analysis,
+        strategy=record.strategy,
+        notes=record.notes,
         subtasks=[
             tasks_pb2.Subtask(
                 id=s.key,
                 name=s.name,
                 description=s.description,
                 prompt=s.prompt,
-                depends_on=json.loads(s.depends_on),
-                files_involved=json.loads(s.files_involved),
+                depends_on=s.depends_on,
+                files_involved=s.files_involved,
                 complexity=s.complexity,
                 agent_role=s.agent_role,
                 state=s.state,
                 result=s.result,
+                reason=s.reason,
             )
             for s in subtasks
         ],
     )
 
 
-def _agent(row: Any, keys: dict[int, str]) -> tasks_pb2.Agent:
+def _agent(record: AgentRecord, keys: dict[int, str]) -> tasks_pb2.Agent:
     return tasks_pb2.Agent(
-        name=row.name,
-        role=row.role,
-        subtask_id=keys.get(row.subtask_id, ""),
-        state=row.state,
-        container=row.container,
-        session_id=row.session_id,
-        exit_code=-1 if row.exit_code is None else row.exit_code,
-        cost_usd=row.cost_usd,
-        reason=row.reason,
-        started_at=timestamp(row.started_at),
-        ended_at=timestamp(row.ended_at),
+        name=record.name,
+        role=record.role,
+        subtask_id=keys.get(record.subtask_id, "") if record.subtask_id is not None else "",
+        state=record.state,
+        session_id=record.session_id,
+        exit_code=-1 if record.exit_code is None else record.exit_code,
+        cost_usd=record.cost_usd,
+        reason=record.reason,
+        started_at=timestamp(record.started_at),
+        ended_at=timestamp(record.ended_at),
+        runs=record.runs,
     )
 
 
-def _question(row: Any) -> tasks_pb2.Question:
+def _question(record: QuestionRecord) -> tasks_pb2.Question:
     return tasks_pb2.Question(
-        id=row.key,
-        text=row.text,
-        context=row.context,
-        suggestions=json.loads(row.suggestions),
-        options=json.loads(row.options),
-        answer=row.answer,
+        id=record.key,
+        text=record.text,
+        context=record.context,
+        suggestions=record.suggestions,
+        options=record.options,
+        answer=record.answer,
     )
 
 

@@ -44,7 +44,7 @@ class DaemonService(daemon_pb2_grpc.DaemonServiceServicer):
     async def GetHealth(
         self, request: daemon_pb2.GetHealthRequest, context: Context
     ) -> daemon_pb2.GetHealthResponse:
-        live = await self._db.call(self._db.store.live_agents)
+        live = await self._db.call(self._db.store.live_runs)
         return daemon_pb2.GetHealthResponse(
             version=__version__,
             pid=os.getpid(),

@@ -14,6 +14,7 @@ from klaudiod.services import convert
 from klaudiod.services.errors import mapped
 
 Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_GRACE_SECONDS = 10.0
 
 
 class TaskService(tasks_pb2_grpc.TaskServiceServicer):
@@ -27,32 +28,31 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         return await self._db.call(self._db.store.resolve, task_id)
 
     async def _full(self, task_id: str) -> tasks_pb2.Task:
-        detail = await self._db.call(self._db.store.detail, task_id)
-        return convert.task(detail["task"], detail["cost"], detail)
+        return convert.detail(await self._db.call(self._db.store.detail, task_id))
 
     @mapped
     async def CreateTask(
         self, request: tasks_pb2.CreateTaskRequest, context: Context
     ) -> tasks_pb2.CreateTaskResponse:
         # The same checks as the CLI's: other tools may call the API directly.
-        row = await self._scheduler.create(
+        created = await self._scheduler.create(
             validate.prompt(request.prompt),
             validate.name(request.name, "name"),
             validate.repo_source(request.repo, "repo"),
             request.start,
             request.auto_approve,
         )
-        return tasks_pb2.CreateTaskResponse(task=await self._full(row.id))
+        return tasks_pb2.CreateTaskResponse(task=convert.detail(created))
 
     @mapped
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
     ) -> tasks_pb2.ListTasksResponse:
         wanted = [convert.state_name(s) for s in request.states]
-        rows = await self._db.call(self._db.store.tasks, wanted)
+        records = await self._db.call(self._db.store.tasks, wanted)
         costs = await self._db.call(self._db.store.costs)
         return tasks_pb2.ListTasksResponse(
-            tasks=[convert.task(r, costs.get(r.id, 0.0)) for r in rows]
+            tasks=[convert.task(r, costs.get(r.id, 0.0)) for r in records]
         )
 
     @mapped
@@ -68,16 +68,18 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.StartTaskRequest, context: Context
     ) -> tasks_pb2.StartTaskResponse:
         task_id = await self._resolve(request.task_id)
-        await self._scheduler.start(task_id)
-        return tasks_pb2.StartTaskResponse(task=await self._full(task_id))
+        return tasks_pb2.StartTaskResponse(
+            task=convert.detail(await self._scheduler.start(task_id))
+        )
 
     @mapped
     async def ApproveTask(
         self, request: tasks_pb2.ApproveTaskRequest, context: Context
     ) -> tasks_pb2.ApproveTaskResponse:
         task_id = await self._resolve(request.task_id)
-        await self._scheduler.approve(task_id)
-        return tasks_pb2.ApproveTaskResponse(task=await self._full(task_id))
+        return tasks_pb2.ApproveTaskResponse(
+            task=convert.detail(await self._scheduler.approve(task_id))
+        )
 
     @mapped
     async def DeleteTask(
@@ -93,5 +95,61 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         timeout = request.timeout_seconds if request.HasField("timeout_seconds") else None
         validate.timeout(timeout, "timeout_seconds")
         task_id = await self._resolve(request.task_id)
-        await self._scheduler.wait(task_id, timeout)
-        return tasks_pb2.WaitTaskResponse(task=await self._full(task_id))
+        return tasks_pb2.WaitTaskResponse(
+            task=convert.detail(await self._scheduler.wait(task_id, timeout))
+        )
+
+    @mapped
+    async def StopTask(
+        self, request: tasks_pb2.StopTaskRequest, context: Context
+    ) -> tasks_pb2.StopTaskResponse:
+        grace = _grace(request)
+        task_id = await self._resolve(request.task_id)
+        stopped, changed = await self._scheduler.stop(task_id, grace)
+        return tasks_pb2.StopTaskResponse(task=convert.detail(stopped), stopped=changed)
+
+    @mapped
+    async def ResumeTask(
+        self, request: tasks_pb2.ResumeTaskRequest, context: Context
+    ) -> tasks_pb2.ResumeTaskResponse:
+        task_id = await self._resolve(request.task_id)
+        return tasks_pb2.ResumeTaskResponse(
+            task=convert.detail(await self._scheduler.resume(task_id))
+        )
+
+    @mapped
+    async def CancelTask(
+        self, request: tasks_pb2.CancelTaskRequest, context: Context
+    ) -> tasks_pb2.CancelTaskResponse:
+        grace = _grace(request)
+        task_id = await self._resolve(request.task_id)
+        return tasks_pb2.CancelTaskResponse(
+            task=convert.detail(await self._scheduler.cancel(task_id, grace))
+        )
+
+    @mapped
+    async def RetryTask(
+        self, request: tasks_pb2.RetryTaskRequest, context: Context
+    ) -> tasks_pb2.RetryTaskResponse:
+        task_id = await self._resolve(request.task_id)
+        retried = await self._scheduler.retry(task_id, list(request.subtasks), request.fresh)
+        return tasks_pb2.RetryTaskResponse(task=convert.detail(retried))
+
+    @mapped
+    async def RelaunchTask(
+        self, request: tasks_pb2.RelaunchTaskRequest, context: Context
+    ) -> tasks_pb2.RelaunchTaskResponse:
+        prompt = validate.prompt(request.prompt) if request.HasField("prompt") else None
+        task_id = await self._resolve(request.task_id)
+        created = await self._scheduler.relaunch(
+            task_id, prompt, not request.no_context, request.start, request.auto_approve
+        )
+        return tasks_pb2.RelaunchTaskResponse(task=convert.detail(created))
+
+
+def _grace(request: tasks_pb2.StopTaskRequest | tasks_pb2.CancelTaskRequest) -> float:
+    """The grace period a stop gives each agent (validated like every timeout)."""
+    if not request.HasField("timeout_seconds"):
+        return DEFAULT_GRACE_SECONDS
+    grace = validate.timeout(request.timeout_seconds, "timeout_seconds")
+    return DEFAULT_GRACE_SECONDS if grace is None else grace

@@ -70,6 +70,31 @@ class TaskServiceStub:
                 request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.WaitTaskRequest.SerializeToString,
                 response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.WaitTaskResponse.FromString,
                 _registered_method=True)
+        self.StopTask = channel.unary_unary(
+                '/klaudio.rpc.v1.TaskService/StopTask',
+                request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.StopTaskRequest.SerializeToString,
+                response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.StopTaskResponse.FromString,
+                _registered_method=True)
+        self.ResumeTask = channel.unary_unary(
+                '/klaudio.rpc.v1.TaskService/ResumeTask',
+                request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.ResumeTaskRequest.SerializeToString,
+                response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.ResumeTaskResponse.FromString,
+                _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/klaudio.rpc.v1.TaskService/CancelTask',
+                request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.CancelTaskResponse.FromString,
+                _registered_method=True)
+        self.RetryTask = channel.unary_unary(
+                '/klaudio.rpc.v1.TaskService/RetryTask',
+                request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
+                response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
+                _registered_method=True)
+        self.RelaunchTask = channel.unary_unary(
+                '/klaudio.rpc.v1.TaskService/RelaunchTask',
+                request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RelaunchTaskRequest.SerializeToString,
+                response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RelaunchTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -121,6 +146,43 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StopTask(self, request, context):
+        """StopTask stops a planning or running task's agents gracefully and pauses it; each agent's
+        conversation is kept for ResumeTask. A paused task is left as it is (stopped = false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTask(self, request, context):
+        """ResumeTask continues a paused task: every interrupted agent resumes its own conversation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTask(self, request, context):
+        """CancelTask ends an unfinished task for good, stopping its agents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTask(self, request, context):
+        """RetryTask runs a failed task's failed subtasks (and those skipped because of them) again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RelaunchTask(self, request, context):
+        """RelaunchTask creates a new task from a finished one: same source and settings, a copy of
+        its workspace and, unless no_context, what happened to it as context for the planner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +220,31 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WaitTask,
                     request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.WaitTaskRequest.FromString,
                     response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.WaitTaskResponse.SerializeToString,
+            ),
+            'StopTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopTask,
+                    request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.StopTaskRequest.FromString,
+                    response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.StopTaskResponse.SerializeToString,
+            ),
+            'ResumeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTask,
+                    request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.ResumeTaskRequest.FromString,
+                    response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.ResumeTaskResponse.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.CancelTaskRequest.FromString,
+                    response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'RetryTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTask,
+                    request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskRequest.FromString,
+                    response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'RelaunchTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RelaunchTask,
+                    request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RelaunchTaskRequest.FromString,
+                    response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RelaunchTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +437,141 @@ class TaskService:
             '/klaudio.rpc.v1.TaskService/WaitTask',
             klaudio_dot_rpc_dot_v1_dot_tasks__pb2.WaitTaskRequest.SerializeToString,
             klaudio_dot_rpc_dot_v1_dot_tasks__pb2.WaitTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/klaudio.rpc.v1.TaskService/StopTask',
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.StopTaskRequest.SerializeToString,
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.StopTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/klaudio.rpc.v1.TaskService/ResumeTask',
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.ResumeTaskRequest.SerializeToString,
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.ResumeTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/klaudio.rpc.v1.TaskService/CancelTask',
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/klaudio.rpc.v1.TaskService/RetryTask',
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelaunchTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/klaudio.rpc.v1.TaskService/RelaunchTask',
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RelaunchTaskRequest.SerializeToString,
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RelaunchTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

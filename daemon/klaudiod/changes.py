@@ -1,0 +1,84 @@
+"""What a task changed in its workspace since its base: files added, modified or deleted.
+
+The base is a manifest (path -> git blob id) recorded when the workspace was cloned, kept
+in the task's own directory where no agent can write. The workspace is read link-safely and
+its .git is never consulted: agents could have rewritten it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from klaudiod import safefs
+
+# Not part of the work: git's own data, and klaudio's context files.
+IGNORED = frozenset({".git", ".klaudio"})
+MANIFEST_LIMIT = 256 << 20
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed path: added, modified or deleted."""
+
+    status: str
+    path: str
+
+
+def save(path: Path, entries: dict[str, str]) -> None:
+    """Write a base manifest (atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(entries, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict[str, str]:
+    """A base manifest ({} when the task has none: an empty workspace)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def changed(workspace: Path, base: dict[str, str]) -> list[Change]:
+    """The workspace's changes against base, sorted by path."""
+    current: dict[str, str] = {}
+    for rel, st in safefs.walk(workspace):
+        if rel.split("/", 1)[0] in IGNORED:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            current[rel] = _file_blob(workspace, rel, st.st_size)
+        elif stat.S_ISLNK(st.st_mode):
+            current[rel] = _link_blob(workspace, rel)
+    changes = [Change("added" if p not in base else "modified", p) for p in current]
+    changes = [c for c in changes if base.get(c.path) != current[c.path]]
+    changes += [Change("deleted", p) for p in base if p not in current]
+    return sorted(changes, key=lambda c: c.path)
+
+
+def _blob(size: int) -> hashlib._Hash:
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(b"blob %d\0" % size)
+    return digest
+
+
+def _file_blob(root: Path, rel: str, size: int) -> str:
+    digest = _blob(size)
+    with safefs.open_read(root, rel) as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _link_blob(root: Path, rel: str) -> str:
+    parent, _, name = rel.rpartition("/")
+    with safefs.directory(root, parent) as fd:
+        target = os.fsencode(os.readlink(name, dir_fd=fd))
+    digest = _blob(len(target))
+    digest.update(target)
+    return digest.hexdigest()

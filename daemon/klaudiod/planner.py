@@ -1,0 +1,93 @@
+"""The planning phase: run (or resume) the planner agent and store its plan or questions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from klaudio.errors import InvalidArgument
+from klaudiod import agent as agentlib
+from klaudiod import plan, states
+from klaudiod.agent import Outcome, outcome
+from klaudiod.executor import STRATEGIES_WITH_EXECUTOR, Limit
+from klaudiod.kit import Kit
+from klaudiod.records import AgentRecord, TaskRecord
+
+PLANNER = plan.PLANNER_AGENT
+
+
+class Planning:
+    """Takes a task in state planning to planned (or approved), awaiting answers, or failed."""
+
+    def __init__(self, kit: Kit) -> None:
+        self._kit = kit
+
+    async def plan(self, task: TaskRecord, stop: asyncio.Event) -> tuple[str, str, Limit | None]:
+        """Run the planner to its end; return the next state, why, and any usage limit hit.
+
+        The next state is planning again when the planner was stopped (the driver pauses).
+        """
+        kit = self._kit
+        agent = await kit.db.call(kit.store.find_agent, task.id, PLANNER)
+        result = await self._run(task, agent, stop)
+        if result is None:
+            return states.PLANNING, "stopped", None
+        if result.limited:
+            return states.PLANNING, "usage limit", Limit(result.reason, result.resets_at)
+        next_state, reason = await self._judge(task, result)
+        return next_state, reason, None
+
+    async def _judge(self, task: TaskRecord, result: Outcome) -> tuple[str, str]:
+        kit = self._kit
+        if not result.ok:
+            return states.FAILED, f"planner failed: {result.reason}"
+        try:
+            parsed = plan.parse(result.structured)
+            if isinstance(parsed, plan.Plan) and parsed.strategy not in STRATEGIES_WITH_EXECUTOR:
+                raise InvalidArgument(
+                    f"the {parsed.strategy!r} strategy is not supported yet; plan as 'dag'"
+                )
+        except InvalidArgument as exc:
+            return states.FAILED, f"invalid plan: {exc}"
+        if isinstance(parsed, plan.Questions):
+            event = await kit.db.call(kit.store.save_questions, task.id, parsed.questions)
+            kit.bus.publish([event])
+            return states.AWAITING_ANSWERS, "the planner has questions"
+        _, event = await kit.db.call(kit.store.save_plan, task.id, parsed)
+        kit.bus.publish([event])
+        return states.PLANNED, ""
+
+    async def _run(
+        self, task: TaskRecord, agent: AgentRecord | None, stop: asyncio.Event
+    ) -> Outcome | None:
+        """The planner's outcome: run it (or adopt or resume it); None when it was stopped."""
+        kit = self._kit
+        if agent is not None:
+            run = await kit.db.call(kit.store.live_run, agent.id)
+            last = run or await kit.db.call(kit.store.latest_run, agent.id)
+            if run is None and last is not None and last.state != states.RUN_STOPPED:
+                # It ended before a restart: judge it again from its output.
+                return await asyncio.to_thread(
+                    outcome, Path(last.run_dir) / "out.jsonl", last.exit_code, False, True
+                )
+        else:
+            run = None
+            agent = await kit.db.call(
+                kit.store.create_agent,
+                task.id,
+                PLANNER,
+                PLANNER,
+                None,
+                str(uuid.uuid4()),
+                str(kit.files(task.id).home(PLANNER)),
+            )
+        async with kit.slots:
+            if run is None:
+                if stop.is_set():
+                    return None
+                run = await kit.new_run(
+                    task, agent, agentlib.planner_prompt(task.prompt, task.context)
+                )
+            result, final = await kit.runner.run(task, agent, run, planner=True, stop=stop)
+        return None if final == states.RUN_STOPPED and not result.limited else result
