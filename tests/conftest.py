@@ -20,7 +20,11 @@ import pytest
 
 from klaudio.paths import resolve
 from klaudio.procs import alive
+from tests.engine import PrivateEngine
 from tests.fakemodel import FakeModel
+
+# The private, restartable Docker engine's fixtures: private_engine, private_engine_session.
+pytest_plugins = ["tests.engine"]
 
 # The agent image the tests' daemons use; .ci/run builds it with `klaudio image build`.
 IMAGE = os.environ.get("KLAUDIO_TEST_IMAGE", "klaudio-agent:test")
@@ -192,5 +196,13 @@ def instance(model: FakeModel) -> Iterator[Instance]:
 @pytest.fixture
 def daemon(instance: Instance) -> Instance:
     """A running daemon in an isolated instance."""
+    instance.start_daemon()
+    return instance
+
+
+@pytest.fixture
+def private_daemon(instance: Instance, private_engine: PrivateEngine) -> Instance:
+    """A daemon whose Docker engine the test may stop, kill and restart."""
+    instance.env["DOCKER_HOST"] = private_engine.host
     instance.start_daemon()
     return instance

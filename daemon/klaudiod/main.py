@@ -14,7 +14,7 @@ import time
 from klaudio import __version__
 from klaudio.config import Config, load
 from klaudio.errors import KlaudioError
-from klaudio.paths import Paths, ensure_private_dir, resolve
+from klaudio.paths import Paths, check_socket, ensure_private_dir, resolve
 from klaudiod import server
 from klaudiod.db import Db
 from klaudiod.runtime import Runtime
@@ -30,6 +30,7 @@ log = logging.getLogger("klaudiod")
 
 async def serve(config: Config, paths: Paths) -> None:
     """Run the daemon until SIGTERM, SIGINT or a StopDaemon call."""
+    check_socket(paths)  # before anything is created: a path the OS cannot bind is refused
     for folder in (paths.data_dir, paths.state_dir):
         ensure_private_dir(folder)
     pid_fd = _claim_pid_file(paths)

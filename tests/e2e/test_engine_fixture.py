@@ -29,7 +29,6 @@ import requests
 from tests.engine import AGENT_IMAGE, PrivateEngine, image_id, pid_alive
 
 # Until tests/conftest.py provides them, this module brings in the private engine fixtures.
-pytest_plugins = ["tests.engine"]
 pytestmark = pytest.mark.docker
 
 
