@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,17 @@ class AgentsConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointsConfig:
+    """Archives of a task's workspace and agent sessions."""
+
+    # Seconds between automatic checkpoints of a running task (0: only on stop).
+    interval: float = 300.0
+    # Checkpoints kept per task (the newest), and the most days one is kept.
+    keep: int = 3
+    retention_days: float = 7.0
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """The daemon process."""
 
@@ -64,6 +76,7 @@ class Config:
     claude: ClaudeConfig = field(default_factory=ClaudeConfig)
     docker: DockerConfig = field(default_factory=DockerConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
+    checkpoints: CheckpointsConfig = field(default_factory=CheckpointsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
 
@@ -175,6 +188,16 @@ def _validate(config: Config, values: Mapping[str, tuple[Any, str]]) -> None:
         (config.agents.max_concurrent >= 1, "agents.max_concurrent must be at least 1"),
         (config.agents.per_task >= 1, "agents.per_task must be at least 1"),
         (config.docker.cpus > 0, "docker.cpus must be positive"),
+        (
+            math.isfinite(config.checkpoints.interval) and config.checkpoints.interval >= 0,
+            "checkpoints.interval must be a number of seconds, 0 or more",
+        ),
+        (config.checkpoints.keep >= 1, "checkpoints.keep must be at least 1"),
+        (
+            math.isfinite(config.checkpoints.retention_days)
+            and config.checkpoints.retention_days > 0,
+            "checkpoints.retention_days must be positive",
+        ),
         (config.docker.pids_limit >= 16, "docker.pids_limit must be at least 16"),
         (bool(config.docker.image), "docker.image must not be empty"),
         (

@@ -102,6 +102,13 @@ class Outcome:
     # The model API's rate or usage limit ended the run; resets_at is when it lifts, if known.
     limited: bool = False
     resets_at: float | None = None
+    # The Docker engine went away while the run was going (its container was killed).
+    engine_lost: bool = False
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether something outside the agent ended the run: it can resume later."""
+        return self.limited or self.engine_lost
 
 
 @dataclass

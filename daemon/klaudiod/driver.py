@@ -8,13 +8,14 @@ or cancelled. A driver started after a crash finds the control still set and fin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
 
 from klaudio.errors import FailedPrecondition, KlaudioError
 from klaudiod import states
-from klaudiod.executor import Limit, executor_for
+from klaudiod.executor import Interruption, executor_for
 from klaudiod.kit import Kit
 from klaudiod.planner import Planning
 from klaudiod.records import TaskRecord
@@ -62,9 +63,9 @@ class Driver:
         task = await kit.db.call(kit.store.task, self.task_id)
         if task.control:
             self.stopping.set()
-        limit: Limit | None = None
+        pause: Interruption | None = None
         if task.state == states.PLANNING:
-            target, reason, limit = await Planning(kit).plan(task, self.stopping)
+            target, reason, pause = await Planning(kit).plan(task, self.stopping)
             if target != states.PLANNING:
                 task = await self._transition(target, reason)
             if task.state == states.PLANNED and task.auto_approve:
@@ -74,10 +75,39 @@ class Driver:
         if task.state == states.RUNNING:
             plan = await kit.db.call(kit.store.plan, task.id)
             strategy = plan.strategy if plan else "dag"
-            limit = await executor_for(strategy, kit).execute(task, self.stopping)
-        await self._settle(limit)
+            autosave = asyncio.create_task(self._autosave(), name=f"autosave-{task.id}")
+            try:
+                pause = await executor_for(strategy, kit).execute(task, self.stopping)
+            finally:
+                autosave.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await autosave
+        await self._settle(pause)
 
-    async def _settle(self, limit: Limit | None) -> None:
+    async def _autosave(self) -> None:
+        """Checkpoint the running task every checkpoints.interval seconds."""
+        interval = self._kit.config.checkpoints.interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            await self._checkpoint("interval")
+
+    async def _checkpoint(self, reason: str) -> None:
+        """Write a checkpoint; a failure is logged and shown, never fatal to the task."""
+        kit = self._kit
+        try:
+            await kit.checkpoints.save(self.task_id, reason)
+        except (KlaudioError, OSError) as exc:
+            log.error("task %s: checkpoint failed: %s", self.task_id, exc)
+            event = await kit.db.call(
+                kit.store.emit,
+                self.task_id,
+                {"type": "notice", "text": f"checkpoint failed: {exc}"},
+            )
+            kit.bus.publish([event])
+
+    async def _settle(self, pause: Interruption | None) -> None:
         """Move the task on from where planning or execution left it."""
         kit = self._kit
         task = await kit.db.call(kit.store.task, self.task_id)
@@ -88,18 +118,31 @@ class Driver:
             await self._cancel_subtasks(task)
             await self._transition(states.CANCELLED, CANCELLED_BY_USER)
         elif task.control == STOP:
+            await self._checkpoint("stop")
             await self._transition(states.PAUSED, STOPPED_BY_USER)
-        elif limit is not None:
-            await self._pause_for(task, limit)
+        elif pause is not None:
+            await self._checkpoint("pause")
+            await self._pause_for(task, pause)
         elif task.state == states.RUNNING:
             await self._finish(task)
         elif task.state == states.PLANNING:
-            # The planner was stopped without a stop request: only a usage limit does that.
             await self._transition(states.FAILED, "the planner was stopped")
         await self._take_back(await kit.db.call(kit.store.task, self.task_id))
 
-    async def _pause_for(self, task: TaskRecord, limit: Limit) -> None:
-        """Pause a task hit by the model API's usage limit until it lifts (or a backoff)."""
+    async def _pause_for(self, task: TaskRecord, pause: Interruption) -> None:
+        """Pause an interrupted task until a usage limit lifts, or a person resumes it.
+
+        Without a reset time, a usage limit pauses for a backoff; when Docker went away, the
+        task waits for `klaudio task resume`.
+        """
+        if not pause.limited:
+            reason = (
+                f"the Docker engine went away ({pause.reason}); resume with "
+                f"`klaudio task resume {task.id[:8]}` once it is back"
+            )
+            await self._transition(states.PAUSED, reason)
+            return
+        limit = pause
         pauses = task.limit_pauses + 1
         backoff = min(BACKOFF_FIRST_SECONDS * 2 ** (pauses - 1), BACKOFF_MAX_SECONDS)
         now = time.time()

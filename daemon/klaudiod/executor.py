@@ -35,18 +35,28 @@ _SUBTASK_FOR_RUN = {
 
 
 @dataclass(frozen=True)
-class Limit:
-    """The model API's usage limit stopped an agent: the task pauses until it lifts."""
+class Interruption:
+    """Something outside the agents stopped one: the task pauses (and may resume by itself).
+
+    Either the model API's usage limit (limited; resets_at is when it lifts, if known) or the
+    Docker engine going away.
+    """
 
     reason: str
     resets_at: float | None
+    limited: bool
+
+    @classmethod
+    def of(cls, result: Outcome) -> Interruption:
+        """The interruption that ended a run."""
+        return cls(result.reason, result.resets_at, result.limited)
 
 
 class Executor(Protocol):
     """Carries out a task's current plan until it is done or stop is set."""
 
-    async def execute(self, task: TaskRecord, stop: asyncio.Event) -> Limit | None:
-        """Run what can run; return the usage limit that interrupted it, if one did."""
+    async def execute(self, task: TaskRecord, stop: asyncio.Event) -> Interruption | None:
+        """Run what can run; return what interrupted it (a usage limit, Docker), if anything."""
 
 
 def executor_for(strategy: str, kit: Kit) -> Executor:
@@ -69,24 +79,24 @@ class DagExecutor:
     def __init__(self, kit: Kit) -> None:
         self._kit = kit
 
-    async def execute(self, task: TaskRecord, stop: asyncio.Event) -> Limit | None:
+    async def execute(self, task: TaskRecord, stop: asyncio.Event) -> Interruption | None:
         """Run subtasks until none can run; a stop lets running agents end as stopped."""
         await asyncio.to_thread(hand_over, Path(task.workspace), *agent_user())
         running: dict[asyncio.Task[tuple[Outcome, str]], SubtaskRecord] = {}
-        limit: Limit | None = None
+        pause: Interruption | None = None
         try:
             while True:
                 if not stop.is_set():
                     for sub in await self._ready(task.id, set(running.values()), len(running)):
                         running[asyncio.create_task(self._run(task, sub, stop))] = sub
                 if not running:
-                    return limit
+                    return pause
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for finished in done:
                     sub = running.pop(finished)
                     result, final = await self._ended(sub, finished)
-                    if final == states.RUN_STOPPED and result.limited and limit is None:
-                        limit = Limit(result.reason, result.resets_at)
+                    if final == states.RUN_STOPPED and result.interrupted and pause is None:
+                        pause = Interruption.of(result)
                         stop.set()
         except asyncio.CancelledError:
             for child in running:

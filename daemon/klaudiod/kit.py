@@ -10,6 +10,7 @@ from klaudio.config import Config
 from klaudio.paths import Paths
 from klaudiod import agent as agentlib
 from klaudiod import safefs
+from klaudiod.checkpoints import Checkpoints
 from klaudiod.db import Db
 from klaudiod.janitor import Janitor
 from klaudiod.launcher import Launcher, container_name
@@ -36,6 +37,7 @@ class Kit:
     launcher: Launcher
     runner: AgentRunner
     janitor: Janitor
+    checkpoints: Checkpoints
     # Daemon-wide agent slots (agents.max_concurrent); admission is atomic on the loop.
     slots: asyncio.Semaphore
     # Set when a task gets (or loses) an automatic resume time: the scheduler's timer re-reads.

@@ -19,6 +19,7 @@ from klaudiod import server
 from klaudiod.db import Db
 from klaudiod.runtime import Runtime
 from klaudiod.scheduler import Scheduler
+from klaudiod.services.checkpoints import CheckpointService
 from klaudiod.services.daemon import DaemonService
 from klaudiod.services.images import ImageService
 from klaudiod.services.stream import StreamService
@@ -52,6 +53,7 @@ async def serve(config: Config, paths: Paths) -> None:
             "stream": StreamService(db, bus),
             "daemon": DaemonService(config, paths, db, scheduler, time.time(), stopping.set),
             "images": ImageService(config, runtime),
+            "checkpoints": CheckpointService(scheduler, db),
         },
     )
     log.info("klaudiod %s listening on %s (pid %d)", __version__, paths.socket, os.getpid())

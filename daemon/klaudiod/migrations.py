@@ -150,8 +150,20 @@ _V2 = (
     ),
 )
 
+# Version 3: checkpoints, each an archive file under <data>/checkpoints/<task>/, recorded once
+# it is complete (written to a temporary name, fsynced, renamed).
+_V3 = (
+    (
+        'CREATE TABLE "checkpoint" ("id" VARCHAR(255) NOT NULL PRIMARY KEY, '
+        '"task_id" VARCHAR(255) NOT NULL, "created_at" REAL NOT NULL, '
+        '"reason" VARCHAR(255) NOT NULL, "size" INTEGER NOT NULL, "path" TEXT NOT NULL, '
+        'FOREIGN KEY ("task_id") REFERENCES "task" ("id") ON DELETE CASCADE)'
+    ),
+    'CREATE INDEX "checkpoint_task_id" ON "checkpoint" ("task_id")',
+)
+
 # (version, statements), oldest first; a database at version N has run every migration up to N.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
 
 LATEST: int = MIGRATIONS[-1][0]
 """The schema version this code creates and expects."""

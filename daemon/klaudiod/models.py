@@ -9,6 +9,7 @@ import peewee as pw
 
 from klaudiod.records import (
     AgentRecord,
+    CheckpointRecord,
     PlanRecord,
     QuestionRecord,
     RunRecord,
@@ -238,6 +239,23 @@ class AgentRun(Base):
             result=self.result,
             started_at=self.started_at,
             ended_at=self.ended_at,
+        )
+
+
+class Checkpoint(Base):
+    """An archive of a task's workspace and agent sessions, complete on disk."""
+
+    id = pw.CharField(primary_key=True)
+    task = pw.ForeignKeyField(Task, backref="checkpoints", on_delete="CASCADE")
+    created_at = pw.FloatField()
+    reason = pw.CharField()
+    size = pw.IntegerField()
+    path = pw.TextField()
+
+    def record(self) -> CheckpointRecord:
+        """This row as a record."""
+        return CheckpointRecord(
+            self.id, self.task_id, self.created_at, self.reason, self.size, self.path
         )
 
 

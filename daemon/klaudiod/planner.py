@@ -10,7 +10,7 @@ from klaudio.errors import InvalidArgument
 from klaudiod import agent as agentlib
 from klaudiod import plan, states
 from klaudiod.agent import Outcome, outcome
-from klaudiod.executor import STRATEGIES_WITH_EXECUTOR, Limit
+from klaudiod.executor import STRATEGIES_WITH_EXECUTOR, Interruption
 from klaudiod.kit import Kit
 from klaudiod.records import AgentRecord, TaskRecord
 
@@ -23,8 +23,10 @@ class Planning:
     def __init__(self, kit: Kit) -> None:
         self._kit = kit
 
-    async def plan(self, task: TaskRecord, stop: asyncio.Event) -> tuple[str, str, Limit | None]:
-        """Run the planner to its end; return the next state, why, and any usage limit hit.
+    async def plan(
+        self, task: TaskRecord, stop: asyncio.Event
+    ) -> tuple[str, str, Interruption | None]:
+        """Run the planner to its end; return the next state, why, and what interrupted it.
 
         The next state is planning again when the planner was stopped (the driver pauses).
         """
@@ -33,8 +35,8 @@ class Planning:
         result = await self._run(task, agent, stop)
         if result is None:
             return states.PLANNING, "stopped", None
-        if result.limited:
-            return states.PLANNING, "usage limit", Limit(result.reason, result.resets_at)
+        if result.interrupted:
+            return states.PLANNING, result.reason, Interruption.of(result)
         next_state, reason = await self._judge(task, result)
         return next_state, reason, None
 
@@ -90,4 +92,4 @@ class Planning:
                     task, agent, agentlib.planner_prompt(task.prompt, task.context)
                 )
             result, final = await kit.runner.run(task, agent, run, planner=True, stop=stop)
-        return None if final == states.RUN_STOPPED and not result.limited else result
+        return None if final == states.RUN_STOPPED and not result.interrupted else result

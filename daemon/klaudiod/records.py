@@ -127,6 +127,18 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class CheckpointRecord:
+    """A checkpoint: an archive of a task's workspace and agent sessions."""
+
+    id: str
+    task_id: str
+    created_at: float
+    reason: str
+    size: int
+    path: str
+
+
+@dataclass(frozen=True)
 class Detail:
     """A task with everything recorded about it, read in one store call."""
 

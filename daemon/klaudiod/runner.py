@@ -8,6 +8,7 @@ run always ends recorded (completed, failed or stopped), whatever happens to Doc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -83,8 +84,11 @@ class OutputFile:
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
             size = len(self._partial) + self._dropped + end - start + 1
-            if not self._dropped:
+            if not self._dropped and len(self._partial) + end - start <= MAX_LINE:
                 self._partial += data[start:end]
+            else:
+                self._dropped += len(self._partial) + end - start
+                self._partial.clear()
             lines.append(self._finish_line(size))
             start = end + 1
         rest = data[start:]
@@ -160,10 +164,18 @@ class AgentRunner:
         """
         try:
             if run.state == states.RUN_STARTING:
+                if stop.is_set():
+                    result = Outcome(False, None, "stopped before it started", "", 0.0, "")
+                    await self._end(run, states.RUN_STOPPED, result)
+                    return result, states.RUN_STOPPED
                 run = await self._start(task, agent, run, planner)
             result = await self._follow_to_end(run, planner, stop, grace)
         except asyncio.CancelledError:
             raise
+        except EngineUnavailable as exc:
+            result = Outcome(
+                False, None, str(exc), "", 0.0, "", engine_lost=run.state != states.RUN_STARTING
+            )
         except KlaudioError as exc:
             result = Outcome(False, None, str(exc), "", 0.0, "")
         except Exception as exc:
@@ -210,14 +222,20 @@ class AgentRunner:
             return Outcome(False, None, f"its run directory was tampered with: {exc}", "", 0.0, "")
         finally:
             stopper.cancel()
-        if exit_code is not None and exit_code != 0 and container is None:
-            # Look again, now that it has ended: was it killed for memory?
+        engine_lost = False
+        if exit_code != 0 and container is None:
+            # Look again, now that it has ended: was it killed for memory, or by an engine
+            # that went away (it stops every container as it goes)?
             try:
                 container = await asyncio.to_thread(self._runtime.state, run.container)
             except EngineUnavailable:
-                container = None
+                engine_lost = True
         oom = bool(container and container.oom_killed)
-        return await asyncio.to_thread(outcome, run_dir / "out.jsonl", exit_code, oom, planner)
+        result = await asyncio.to_thread(outcome, run_dir / "out.jsonl", exit_code, oom, planner)
+        if engine_lost and not result.ok:
+            reason = f"{result.reason}; the Docker engine went away meanwhile"
+            result = dataclasses.replace(result, reason=reason, engine_lost=True)
+        return result
 
     async def _follow(
         self, run: RunRecord, out: OutputFile
@@ -225,7 +243,7 @@ class AgentRunner:
         """Persist output until the run exits; return its exit code and container state."""
         run_dir = Path(run.run_dir)
         next_inspect = 0.0
-        engine_lost: float | None = None
+        engine_gone: float | None = None
         delay = FAST_POLL_SECONDS
         while True:
             if await self._flush(run.id, out):
@@ -241,14 +259,14 @@ class AgentRunner:
                     state = await asyncio.to_thread(self._runtime.state, run.container)
                 except EngineUnavailable as exc:
                     # The output file may still tell how it ends; give the engine a while.
-                    engine_lost = engine_lost or time.monotonic()
-                    if time.monotonic() - engine_lost > ENGINE_PATIENCE_SECONDS:
+                    engine_gone = engine_gone or time.monotonic()
+                    if time.monotonic() - engine_gone > ENGINE_PATIENCE_SECONDS:
                         raise EngineUnavailable(
                             f"{exc}; gave up after {ENGINE_PATIENCE_SECONDS:g}s"
                         ) from None
                     state = ContainerState(True, None, False, "")
                 else:
-                    engine_lost = None
+                    engine_gone = None
                 if state is None:
                     return await asyncio.to_thread(exit_code_file, run_dir), None
                 if not state.running:
@@ -287,4 +305,4 @@ class AgentRunner:
 def _final_state(result: Outcome, stopping: bool) -> str:
     if result.ok:
         return states.RUN_COMPLETED
-    return states.RUN_STOPPED if stopping or result.limited else states.RUN_FAILED
+    return states.RUN_STOPPED if stopping or result.interrupted else states.RUN_FAILED

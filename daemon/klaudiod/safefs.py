@@ -225,6 +225,26 @@ def walk(root: Path) -> Generator[tuple[str, os.stat_result], None, None]:
     Links are reported as links, never followed; a directory's entries come in name order.
     Closing the generator early releases its fds at once.
     """
+    for entry in scan(root):
+        yield entry.path, entry.stat
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An entry met by scan(): its path, lstat, name, and its directory's fd.
+
+    dir_fd is valid until the scan moves on: open the entry with open_entry() meanwhile,
+    which costs one openat instead of resolving the path from the root again.
+    """
+
+    path: str
+    stat: os.stat_result
+    name: str
+    dir_fd: int
+
+
+def scan(root: Path) -> Generator[Entry, None, None]:
+    """Each entry beneath root, as walk() gives them, with its directory's fd."""
     with closing(_tree([_open_root(root)])) as tree:
         for rel, (fd,), subdirs in tree:
             prefix = "".join(f"{name}/" for name in rel)
@@ -233,9 +253,25 @@ def walk(root: Path) -> Generator[tuple[str, os.stat_result], None, None]:
                     st = os.lstat(name, dir_fd=fd)
                 except FileNotFoundError:
                     continue  # removed since the listing
-                yield prefix + name, st
+                yield Entry(prefix + name, st, name, fd)
                 if stat.S_ISDIR(st.st_mode):
                     subdirs.append(name)
+
+
+def open_entry(entry: Entry) -> int:
+    """An fd of the regular file a scan met (the caller closes it).
+
+    Raises:
+        Refused: when it is no longer a regular file (replaced since it was listed).
+        FileNotFoundError: when it is gone.
+    """
+    fd, _ = _open_file(entry.dir_fd, tuple(entry.path.split("/")))
+    return fd
+
+
+def read_link(entry: Entry) -> str:
+    """The target text of a link a scan met (never followed)."""
+    return os.readlink(entry.name, dir_fd=entry.dir_fd)
 
 
 def copy_tree(src: Path, dst: Path) -> list[str]:

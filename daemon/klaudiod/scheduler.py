@@ -19,13 +19,14 @@ from klaudio.config import Config
 from klaudio.errors import FailedPrecondition, InvalidArgument, NotFound, Timeout
 from klaudio.paths import Paths
 from klaudiod import changes, repo, safefs, states, workspace
+from klaudiod.checkpoints import Checkpoints
 from klaudiod.db import Db
 from klaudiod.driver import CANCEL, CANCELLED_BY_USER, STOP, Driver, cancel_subtasks
 from klaudiod.janitor import Janitor
 from klaudiod.kit import Kit
 from klaudiod.launcher import Launcher
 from klaudiod.plan import agent_name
-from klaudiod.records import Detail, SubtaskRecord, TaskRecord
+from klaudiod.records import CheckpointRecord, Detail, SubtaskRecord, TaskRecord
 from klaudiod.runner import AgentRunner
 from klaudiod.runtime import EngineUnavailable, Runtime
 from klaudiod.store import Store
@@ -48,6 +49,15 @@ class Scheduler:
         janitor = Janitor(runtime)
         launcher = Launcher(config, paths, db, bus, runtime)
         runner = AgentRunner(paths.tasks_dir, db, bus, runtime, launcher, janitor)
+        saved = config.checkpoints
+        checkpoints = Checkpoints(
+            paths.data_dir / "checkpoints",
+            paths.tasks_dir,
+            db,
+            bus,
+            saved.keep,
+            saved.retention_days,
+        )
         self._kit = Kit(
             config=config,
             paths=paths,
@@ -57,6 +67,7 @@ class Scheduler:
             launcher=launcher,
             runner=runner,
             janitor=janitor,
+            checkpoints=checkpoints,
             slots=asyncio.Semaphore(config.agents.max_concurrent),
             timers=asyncio.Event(),
         )
@@ -215,7 +226,8 @@ class Scheduler:
 
     async def _resume(self, task: TaskRecord, reason: str, limit_pauses: int | None) -> None:
         before = await self._kit.db.call(self.store.paused_from, task.id)
-        target = states.PLANNING if before == states.PLANNING else states.RUNNING
+        planned = await self._kit.db.call(self.store.plan, task.id) is not None
+        target = states.RUNNING if planned and before != states.PLANNING else states.PLANNING
         await self._transition(task.id, target, reason, limit_pauses=limit_pauses)
         self._kit.wake()
         self._spawn(task.id)
@@ -253,6 +265,26 @@ class Scheduler:
             self._spawn(task_id)
             return await self._detail(task_id)
 
+    async def checkpoints(self, task_id: str) -> list[CheckpointRecord]:
+        """The task's checkpoints, newest first."""
+        await self._kit.db.call(self.store.task, task_id)  # NotFound for an unknown task
+        return await self._kit.db.call(self.store.checkpoints, task_id)
+
+    async def restore(self, task_id: str, checkpoint: str) -> tuple[Detail, CheckpointRecord]:
+        """Put a paused or failed task's workspace and agent sessions back as in a checkpoint.
+
+        The task is paused afterwards, ready to resume from there.
+        """
+        async with self._deciding(task_id):
+            task = await self._kit.db.call(self.store.task, task_id)
+            if task.state not in (states.PAUSED, states.FAILED) or task_id in self._drivers:
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; only a paused or failed task can be "
+                    "restored"
+                )
+            record = await self._kit.checkpoints.restore(task, checkpoint)
+            return await self._detail(task_id), record
+
     async def delete(self, task_id: str) -> None:
         """Delete a task that is not being worked on, with its containers and files."""
         async with self._deciding(task_id):
@@ -269,6 +301,7 @@ class Scheduler:
                 self._kit.janitor.sweep_later(self._sweep_orphans)
             await self._kit.db.call(self.store.delete_task, task_id)
             await asyncio.to_thread(workspace.remove, self._kit.files(task_id))
+            await self._kit.checkpoints.remove(task_id)
         self._locks.pop(task_id, None)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Detail:
@@ -311,6 +344,7 @@ class Scheduler:
             self._kit.janitor.sweep_later(self._sweep_orphans)
         live = await self._kit.db.call(self.store.live_runs)
         await asyncio.to_thread(self._kit.launcher.sweep_secrets, {r.container for r in live})
+        await self._kit.checkpoints.sweep()
         for task in await self._kit.db.call(self.store.tasks, list(states.ACTIVE)):
             log.info("resuming task %s (%s)", task.id, task.state)
             self._spawn(task.id)

@@ -13,7 +13,13 @@ import grpc
 
 from klaudio import validate
 from klaudio.paths import Paths, check_socket, ensure_private_dir
-from klaudio.rpc.v1 import daemon_pb2_grpc, images_pb2_grpc, stream_pb2_grpc, tasks_pb2_grpc
+from klaudio.rpc.v1 import (
+    checkpoints_pb2_grpc,
+    daemon_pb2_grpc,
+    images_pb2_grpc,
+    stream_pb2_grpc,
+    tasks_pb2_grpc,
+)
 
 TOKEN_METADATA = "x-klaudio-token"
 # Far above the largest request the CLI sends (a prompt of at most MAX_PROMPT_BYTES, a name and
@@ -124,6 +130,7 @@ async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio
     stream_pb2_grpc.add_StreamServiceServicer_to_server(servicers["stream"], server)
     daemon_pb2_grpc.add_DaemonServiceServicer_to_server(servicers["daemon"], server)
     images_pb2_grpc.add_ImageServiceServicer_to_server(servicers["images"], server)
+    checkpoints_pb2_grpc.add_CheckpointServiceServicer_to_server(servicers["checkpoints"], server)
     server.add_insecure_port(f"unix:{paths.socket}")
     await server.start()
     os.chmod(paths.socket, 0o600)

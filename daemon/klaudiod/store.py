@@ -19,6 +19,7 @@ from klaudiod import migrations, states
 from klaudiod.models import (
     Agent,
     AgentRun,
+    Checkpoint,
     Plan,
     Question,
     StreamEvent,
@@ -31,6 +32,7 @@ from klaudiod.plan import Plan as PlanSpec
 from klaudiod.plan import QuestionSpec
 from klaudiod.records import (
     AgentRecord,
+    CheckpointRecord,
     Detail,
     PlanRecord,
     QuestionRecord,
@@ -226,10 +228,17 @@ class Store:
         return task.record(), event
 
     def paused_from(self, task_id: str) -> str:
-        """The state the task was in when it last became paused ('' if it never did)."""
+        """The state the task was in when it last became paused ('' if it never did).
+
+        A restore of a paused task (paused to paused) does not count.
+        """
         row = (
             TaskEvent.select(TaskEvent.from_state)
-            .where((TaskEvent.task == task_id) & (TaskEvent.to_state == states.PAUSED))
+            .where(
+                (TaskEvent.task == task_id)
+                & (TaskEvent.to_state == states.PAUSED)
+                & (TaskEvent.from_state != states.PAUSED)
+            )
             .order_by(TaskEvent.id.desc())
             .first()
         )
@@ -543,6 +552,103 @@ class Store:
         )
         rows: list[dict[str, Any]] = list(query)  # type: ignore[arg-type]
         return {row["task"]: float(row["total"] or 0.0) for row in rows}
+
+    # Checkpoints -------------------------------------------------------------------------
+
+    def add_checkpoint(
+        self, checkpoint_id: str, task_id: str, reason: str, size: int, path: str
+    ) -> CheckpointRecord:
+        """Record a checkpoint whose archive is complete on disk."""
+        with db.atomic():
+            row = Checkpoint.create(
+                id=checkpoint_id,
+                task=task_id,
+                created_at=time.time(),
+                reason=reason,
+                size=size,
+                path=path,
+            )
+        return row.record()
+
+    def checkpoints(self, task_id: str | None = None) -> list[CheckpointRecord]:
+        """A task's checkpoints (or every task's), newest first."""
+        query = Checkpoint.select().order_by(Checkpoint.created_at.desc(), Checkpoint.id)
+        if task_id is not None:
+            query = query.where(Checkpoint.task == task_id)
+        return [row.record() for row in query]
+
+    def checkpoint(self, task_id: str, prefix: str) -> CheckpointRecord:
+        """The task's one checkpoint whose id starts with prefix.
+
+        Raises:
+            NotFound: when none does; InvalidArgument: when several do, or prefix is empty.
+        """
+        prefix = prefix.strip()
+        if not prefix:
+            raise InvalidArgument("checkpoint id is empty")
+        rows = list(
+            Checkpoint.select()
+            .where((Checkpoint.task == task_id) & Checkpoint.id.startswith(prefix))
+            .limit(2)
+        )
+        if not rows:
+            raise NotFound(f"task {task_id[:8]} has no checkpoint '{prefix}'")
+        if len(rows) > 1:
+            raise InvalidArgument(f"checkpoint id prefix '{prefix}' is ambiguous")
+        return rows[0].record()
+
+    def restore(
+        self,
+        task_id: str,
+        reason: str,
+        subtasks: dict[str, str],
+        sessions: dict[str, str],
+    ) -> tuple[TaskRecord, StreamEvent]:
+        """Put a paused or failed task back as a checkpoint recorded it, paused.
+
+        Subtasks take the states given (those not given stay); agents the sessions given.
+
+        Raises:
+            FailedPrecondition: when the task is neither paused nor failed.
+        """
+        with db.atomic():
+            task = self._task(task_id)
+            if task.state not in (states.PAUSED, states.FAILED):
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; only a paused or failed task can be "
+                    "restored"
+                )
+            plan = Plan.select().where(Plan.task == task_id).order_by(Plan.version.desc()).first()
+            if plan is not None:
+                for sub in Subtask.select().where(Subtask.plan == plan):
+                    if sub.key in subtasks and subtasks[sub.key] != sub.state:
+                        sub.state = subtasks[sub.key]
+                        sub.reason = ""
+                        sub.save()
+            for agent in Agent.select().where(Agent.task == task_id):
+                if agent.name in sessions:
+                    agent.session_id = sessions[agent.name]
+                    agent.save()
+            TaskEvent.create(
+                task=task_id,
+                time=time.time(),
+                from_state=task.state,
+                to_state=states.PAUSED,
+                reason=reason,
+            )
+            task.state = states.PAUSED
+            task.reason = reason
+            task.control = ""
+            task.resume_at = None
+            task.updated_at = time.time()
+            task.save()
+            event = self._emit(task_id, {"type": "task", "state": states.PAUSED, "reason": reason})
+        return task.record(), event
+
+    def delete_checkpoints(self, ids: Iterable[str]) -> None:
+        """Forget checkpoints (their archives are removed by the caller)."""
+        with db.atomic():
+            Checkpoint.delete().where(Checkpoint.id.in_(list(ids))).execute()
 
     # Stream ------------------------------------------------------------------------------
 

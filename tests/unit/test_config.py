@@ -310,9 +310,30 @@ def test_a_yaml_bool_for_a_float_key_is_an_error(paths: Paths) -> None:
 def test_as_dict_has_every_section_as_plain_values() -> None:
     data = as_dict(Config())
 
-    assert list(data) == ["claude", "docker", "agents", "daemon"]
+    assert list(data) == ["claude", "docker", "agents", "checkpoints", "daemon"]
     assert data["docker"]["network"] == "bridge"
     assert data["agents"] == {"max_concurrent": 4, "per_task": 2}
+    assert data["checkpoints"] == {"interval": 300.0, "keep": 3, "retention_days": 7.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("KLAUDIO_CHECKPOINTS_INTERVAL", "-1", "checkpoints.interval must be"),
+        ("KLAUDIO_CHECKPOINTS_INTERVAL", "nan", "checkpoints.interval must be"),
+        ("KLAUDIO_CHECKPOINTS_KEEP", "0", "checkpoints.keep must be at least 1"),
+        ("KLAUDIO_CHECKPOINTS_RETENTION_DAYS", "0", "checkpoints.retention_days must be"),
+    ],
+)
+def test_bad_checkpoint_settings_name_their_source(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(resolve(env={"KLAUDIO_HOME": str(tmp_path)}), env={name: value})
+
+    assert str(raised.value) == f"{name}: {message}" or str(raised.value).startswith(
+        f"{name}: {message}"
+    )
 
 
 def test_credential_summary_masks_the_secret() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from klaudio.rpc.v1 import stream_pb2, tasks_pb2
+from klaudio.rpc.v1 import checkpoints_pb2, stream_pb2, tasks_pb2
 from klaudiod.records import (
     AgentRecord,
+    CheckpointRecord,
     Detail,
     PlanRecord,
     QuestionRecord,
@@ -114,6 +115,17 @@ def _question(record: QuestionRecord) -> tasks_pb2.Question:
         suggestions=record.suggestions,
         options=record.options,
         answer=record.answer,
+    )
+
+
+def checkpoint(record: CheckpointRecord) -> checkpoints_pb2.Checkpoint:
+    """A Checkpoint message."""
+    return checkpoints_pb2.Checkpoint(
+        id=record.id,
+        task_id=record.task_id,
+        created_at=timestamp(record.created_at),
+        reason=record.reason,
+        size_bytes=record.size,
     )
 
 
