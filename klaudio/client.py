@@ -141,6 +141,50 @@ class Client:
         request = tasks_pb2.WaitTaskRequest(task_id=task_id, timeout_seconds=timeout)
         return self._call(self._tasks.WaitTask, request, timeout=None).task
 
+    def stop_task(self, task_id: str, timeout: float | None = None) -> tuple[tasks_pb2.Task, bool]:
+        """Pause a planning or running task once its agents have stopped.
+
+        Returns the task and whether anything was stopped (False: it was paused already).
+        timeout is the grace each agent gets to end its turn (None: the daemon's default). The
+        call waits as long as the stop takes.
+        """
+        request = tasks_pb2.StopTaskRequest(task_id=task_id, timeout_seconds=timeout)
+        response = self._call(self._tasks.StopTask, request, timeout=None)
+        return response.task, response.stopped
+
+    def resume_task(self, task_id: str) -> tasks_pb2.Task:
+        request = tasks_pb2.ResumeTaskRequest(task_id=task_id)
+        return self._call(self._tasks.ResumeTask, request).task
+
+    def cancel_task(self, task_id: str, timeout: float | None = None) -> tasks_pb2.Task:
+        """Cancel an unfinished task, waiting as long as stopping its agents takes."""
+        request = tasks_pb2.CancelTaskRequest(task_id=task_id, timeout_seconds=timeout)
+        return self._call(self._tasks.CancelTask, request, timeout=None).task
+
+    def retry_task(
+        self, task_id: str, subtasks: list[str] | None = None, fresh: bool = False
+    ) -> tasks_pb2.Task:
+        request = tasks_pb2.RetryTaskRequest(task_id=task_id, subtasks=subtasks or [], fresh=fresh)
+        return self._call(self._tasks.RetryTask, request).task
+
+    def relaunch_task(
+        self,
+        task_id: str,
+        prompt: str | None = None,
+        no_context: bool = False,
+        start: bool = False,
+        auto_approve: bool = False,
+    ) -> tasks_pb2.Task:
+        """The new task made from a finished one (its workspace copied: no call deadline)."""
+        request = tasks_pb2.RelaunchTaskRequest(
+            task_id=task_id,
+            prompt=prompt,
+            no_context=no_context,
+            start=start,
+            auto_approve=auto_approve,
+        )
+        return self._call(self._tasks.RelaunchTask, request, timeout=None).task
+
     def follow_task(
         self, task_id: str, agent: str = "", since_seq: int = 0, follow: bool = True
     ) -> Iterator[stream_pb2.Event]:
