@@ -24,6 +24,8 @@ STATE_NAMES = {
     9: "paused",
     10: "cancelled",
 }
+# A subtask's reason is shown under it in these states (a retried one keeps an old reason).
+SUBTASK_STATES_WITH_REASON = frozenset({"failed", "stopped", "cancelled"})
 
 
 def state(task: Task) -> str:
@@ -31,8 +33,52 @@ def state(task: Task) -> str:
     return STATE_NAMES.get(task.state, str(task.state))
 
 
+CONTROL_SHOWN = {"stop": "stopping…", "cancel": "cancelling…"}
+RESUMES = "resumes by itself at"
+
+
 def _time(stamp: Any) -> str | None:
     return stamp.ToJsonString() if stamp.seconds or stamp.nanos else None
+
+
+def local_time(seconds: float) -> str:
+    """A UNIX time as local date and time, e.g. '2026-12-01 21:30:00 CET'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(seconds))
+
+
+def resumes(reason: str, resume_at: float | None) -> str:
+    """'resumes by itself at <local time>' for a task the daemon will resume; else ''.
+
+    Empty too when the reason already says so (the daemon's usage-limit reason does), so the
+    time is never shown twice.
+    """
+    if resume_at is None or RESUMES in reason:
+        return ""
+    return f"{RESUMES} {local_time(resume_at)}"
+
+
+def resume_at(task: Task) -> float | None:
+    """When the daemon resumes a paused task by itself, as a UNIX time; None if it will not."""
+    if not task.HasField("resume_at"):
+        return None
+    return task.resume_at.seconds + task.resume_at.nanos / 1e9
+
+
+def outcome(task: Task) -> str:
+    """The last line of `task wait` and `run`: the state, why, and what happens next.
+
+    For example 'task 3f2a9c1e paused: stopped by user; resume it with `klaudio task resume
+    3f2a9c1e`'.
+    """
+    short = task.id[:8]
+    line = f"task {short} {state(task)}" + (f": {task.reason}" if task.reason else "")
+    if state(task) != "paused":
+        return line
+    when = resume_at(task)
+    if when is None:
+        return f"{line}; resume it with `klaudio task resume {short}`"
+    later = resumes(task.reason, when)
+    return f"{line}; {later}" if later else line
 
 
 def summary_dict(task: Task) -> dict[str, Any]:
@@ -48,6 +94,8 @@ def summary_dict(task: Task) -> dict[str, Any]:
         "cost_usd": round(task.cost_usd, 6),
         "created_at": _time(task.created_at),
         "updated_at": _time(task.updated_at),
+        "resume_at": _time(task.resume_at),
+        "control": task.control,
     }
 
 
@@ -72,6 +120,7 @@ def task_dict(task: Task) -> dict[str, Any]:
                     "agent_role": s.agent_role,
                     "state": s.state,
                     "result": s.result,
+                    "reason": s.reason,
                 }
                 for s in task.plan.subtasks
             ],
@@ -89,6 +138,7 @@ def task_dict(task: Task) -> dict[str, Any]:
             "exit_code": None if a.exit_code < 0 else a.exit_code,
             "cost_usd": round(a.cost_usd, 6),
             "reason": a.reason,
+            "runs": a.runs,
         }
         for a in task.agents
     ]
@@ -131,7 +181,10 @@ def table(tasks: list[Task]) -> list[str]:
 
 def details(task: Task) -> list[str]:
     """`task show` as text lines, every piece of task text made safe for the terminal."""
-    reason = f" ({_one(task.reason)})" if task.reason else ""
+    notes = [_one(task.reason), resumes(task.reason, resume_at(task))]
+    notes.append(CONTROL_SHOWN.get(task.control, _one(task.control)))
+    said = "; ".join(n for n in notes if n)
+    reason = f" ({said})" if said else ""
     lines = [
         f"id:         {_one(task.id)}",
         f"name:       {_one(task.name)}",
@@ -151,6 +204,8 @@ def details(task: Task) -> list[str]:
         for ident, s in zip(ids, plan.subtasks, strict=True):
             after = f"  (after {', '.join(_one(d) for d in s.depends_on)})" if s.depends_on else ""
             lines.append(f"  {ident.ljust(width)}  {_one(s.state):<9}  {_one(s.name)}{after}")
+            if s.reason and s.state in SUBTASK_STATES_WITH_REASON:
+                lines.append(f"  {' ' * width}  {'':<9}  {_one(s.reason)}")
     if task.questions:
         lines.append("questions:")
         lines += [_question(q) for q in task.questions]
@@ -160,10 +215,10 @@ def details(task: Task) -> list[str]:
         width = max(len(n) for n in names)
         for name, a in zip(names, task.agents, strict=True):
             code = "" if a.exit_code < 0 else f"exit {a.exit_code}"
+            runs = f"  {a.runs} runs" if a.runs > 1 else ""
             why = f"  {_one(a.reason)}" if a.reason else ""
-            lines.append(
-                f"  {name.ljust(width)}  {_one(a.state):<9}  {code:<7}  ${a.cost_usd:.4f}{why}"
-            )
+            cost = f"${a.cost_usd:.4f}"
+            lines.append(f"  {name.ljust(width)}  {_one(a.state):<9}  {code:<7}  {cost}{runs}{why}")
     return lines
 
 

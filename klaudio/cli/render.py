@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from klaudio.cli.format import resumes
 from klaudio.cli.textsafe import safe
 
 AGENT_OUTPUT = 1
@@ -31,6 +32,7 @@ _TOOL_ERROR_TAG = re.compile(r"</?tool_use_error>")
 _PATH_TOOLS = frozenset({"Read", "Write", "Edit", "MultiEdit", "NotebookEdit"})
 _SEARCH_TOOLS = frozenset({"Grep", "Glob"})
 _STARTED_STATES = frozenset({"starting", "running"})
+_LATEST_TIME = 1e11  # seconds since 1970, about the year 5100: later is nonsense
 
 Event = dict[str, Any]
 
@@ -62,6 +64,14 @@ def _cost(value: object) -> float | None:
         return None
     cost = float(value)
     return cost if math.isfinite(cost) and cost >= 0 else None
+
+
+def _seconds(value: object) -> float | None:
+    """Return value as a UNIX time that can be shown, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and 0 < seconds < _LATEST_TIME else None
 
 
 def _parse(payload: str) -> Event | None:
@@ -142,7 +152,8 @@ class Renderer:
         self._costs: dict[str, float] = {}
         self._cwds: dict[str, str] = {}
         self._sessions: dict[str, str] = {}
-        self._started: set[str] = set()
+        # The run (epoch) each live agent was last announced for.
+        self._started: dict[str, int | None] = {}
 
     def render(self, seq: int, agent: str, kind: int, payload: str) -> list[str]:
         """Return the lines (no trailing newlines) to print for one event; [] to print nothing."""
@@ -377,16 +388,24 @@ class Renderer:
             "subtask": self._subtask,
             "agent": self._agent_state,
             "notice": self._notice,
+            "control": self._control,
         }
         handler = handlers.get(_str(event.get("type")))
         return handler(agent, event) if handler else []
 
     def _task_state(self, agent: str, event: Event) -> list[str]:
-        """Render '── task <state>[: reason]'."""
+        """Render '── task <state>[: reason]', and when a paused task resumes by itself."""
         state = _str(event.get("state")) or "updated"
         reason = _first_line(_str(event.get("reason")), _TEXT_MAX)
-        text = f"── task {state}: {reason}" if reason else f"── task {state}"
+        later = resumes(reason, _seconds(event.get("resume_at")))
+        said = "; ".join(part for part in (reason, later) if part)
+        text = f"── task {state}: {said}" if said else f"── task {state}"
         return [self._task_line(text, *self._state_codes(state))]
+
+    def _control(self, agent: str, event: Event) -> list[str]:
+        """Render a recorded stop or cancel: '── stop requested'."""
+        control = _trunc(_clean(_str(event.get("control"))), _SUMMARY_MAX)
+        return [self._task_line(f"── {control} requested", _YELLOW)] if control else []
 
     def _notice(self, agent: str, event: Event) -> list[str]:
         """Render a daemon notice as '── <text>'."""
@@ -437,11 +456,15 @@ class Renderer:
         if cost is not None and (cost > 0 or name not in self._costs):
             self._costs[name] = cost
         if state in _STARTED_STATES:
-            if name in self._started:
+            epoch = _int(event.get("epoch"))
+            if name in self._started and self._started[name] == epoch:
                 return []
-            self._started.add(name)
-            return [self._task_line(f"── agent {name} started")]
-        self._started.discard(name)
+            self._started[name] = epoch
+            # Only a run's starting event says whether it continues the agent's conversation.
+            verb = "resumed" if event.get("resume") is True else "started"
+            run = f" (run {epoch + 1})" if epoch is not None and epoch > 0 else ""
+            return [self._task_line(f"── agent {name} {verb}{run}")]
+        self._started.pop(name, None)
         text = f"── agent {name} {state or 'updated'}"
         exit_code = _int(event.get("exit_code"))
         if exit_code is not None:
@@ -458,4 +481,6 @@ class Renderer:
             return (_GREEN,)
         if state in ("failed", "error", "cancelled", "rejected"):
             return (_RED,)
+        if state in ("paused", "stopped"):
+            return (_YELLOW,)
         return ()

@@ -1,9 +1,14 @@
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from klaudio.cli import format as fmt
 from klaudio.cli.render import Renderer
+from klaudio.rpc.v1.tasks_pb2 import Agent, Plan, Subtask, Task
 
 # Payloads below follow the measured samples in claude-code-headless.md sections 2.1-2.5.
 INIT = json.dumps(
@@ -550,6 +555,13 @@ MALFORMED_TASK: list[Any] = [
     {"type": "questions", "questions": [None, {"text": 5}, {"id": 1, "text": "ok?"}]},
     {"type": "subtask"},
     {"type": "agent", "exit_code": "zero", "cost_usd": -1, "reason": ["x"]},
+    {"type": "control", "control": 5},
+    {"type": "control"},
+    {"type": "agent", "agent": "a", "state": "starting", "epoch": "one", "resume": "yes"},
+    {"type": "agent", "agent": "a", "state": "starting", "epoch": -3},
+    {"type": "task", "state": "paused", "resume_at": "soon"},
+    {"type": "task", "state": "paused", "resume_at": 1e300},
+    {"type": "task", "state": "paused", "resume_at": True, "reason": None},
 ]
 
 
@@ -605,6 +617,8 @@ ALL_TASK_EVENTS: list[dict[str, Any]] = [
     {"type": "subtask", "id": "a", "name": "Write it", "state": "completed"},
     {"type": "agent", "agent": "a", "state": "starting"},
     {"type": "agent", "agent": "a", "state": "failed", "exit_code": 1, "reason": "x"},
+    {"type": "control", "control": "stop"},
+    {"type": "agent", "agent": "a", "state": "starting", "epoch": 1, "resume": True},
 ]
 
 
@@ -676,3 +690,229 @@ def test_notice_event_renders_its_text() -> None:
     renderer = Renderer()
     line = renderer.render(1, "", 2, json.dumps({"type": "notice", "text": "building the image"}))
     assert line == ["── building the image"]
+
+
+# -- stop, resume, cancel -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC for the test, so times shown are known."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+RESUME_AT = 1796158800.0  # 2026-12-01 21:00:00 UTC
+
+
+def test_control_events() -> None:
+    r = Renderer()
+    assert task_lines(r, {"type": "control", "control": "stop"}) == ["── stop requested"]
+    assert task_lines(r, {"type": "control", "control": "cancel"}) == ["── cancel requested"]
+    assert task_lines(r, {"type": "control", "control": ""}) == []
+    assert task_lines(Renderer(color=True), {"type": "control", "control": "stop"}) == [
+        "\x1b[33m── stop requested\x1b[0m"
+    ]
+    assert task_lines(r, {"type": "control", "control": "st\x1bop"}) == ["── st\\x1bop requested"]
+
+
+def test_agent_runs_after_the_first() -> None:
+    r = Renderer()
+
+    def agent(state: str, epoch: int, **extra: Any) -> list[str]:
+        return task_lines(
+            r, {"type": "agent", "agent": "write", "state": state, "epoch": epoch, **extra}
+        )
+
+    assert agent("starting", 0) == ["── agent write started"]
+    assert agent("running", 0) == []
+    assert agent("stopped", 0, exit_code=130, reason="stopped by user", cost_usd=0.01) == [
+        "── agent write stopped (exit 130): stopped by user"
+    ]
+    assert agent("starting", 1, resume=True) == ["── agent write resumed (run 2)"]
+    assert agent("running", 1) == []
+    assert agent("failed", 1, exit_code=1, reason="boom") == [
+        "── agent write failed (exit 1): boom"
+    ]
+    assert agent("starting", 2) == ["── agent write started (run 3)"]
+    assert agent("stopped", 2, reason="usage limit reached") == [
+        "── agent write stopped: usage limit reached"
+    ]
+
+
+def test_a_follower_joining_mid_run_announces_the_run() -> None:
+    # With --since past the starting event, the running event is the first it sees.
+    r = Renderer()
+    event = {"type": "agent", "agent": "write", "state": "running", "epoch": 1}
+    assert task_lines(r, event) == ["── agent write started (run 2)"]
+    assert task_lines(r, event) == []
+
+
+def test_agent_events_without_epoch_are_as_before() -> None:
+    # Events stored by 0.1.0 carry no epoch.
+    r = Renderer()
+    assert task_lines(r, {"type": "agent", "agent": "a", "state": "starting"}) == [
+        "── agent a started"
+    ]
+    assert task_lines(r, {"type": "agent", "agent": "a", "state": "running"}) == []
+
+
+def test_a_resumed_agent_name_is_made_safe() -> None:
+    event = {"type": "agent", "agent": "w\x1b]0;x\x07", "state": "starting", "epoch": 1}
+    assert task_lines(Renderer(), {**event, "resume": True}) == [
+        "── agent w\\x1b]0;x\\x07 resumed (run 2)"
+    ]
+
+
+def test_stopped_and_cancelled_subtasks_with_their_reason() -> None:
+    r = Renderer()
+    stopped = {"type": "subtask", "id": "write", "state": "stopped", "reason": "stopped by user"}
+    assert task_lines(r, stopped) == ["── subtask write stopped: stopped by user"]
+    cancelled = {"type": "subtask", "id": "test", "state": "cancelled"}
+    assert task_lines(r, cancelled) == ["── subtask test cancelled"]
+    assert task_lines(Renderer(color=True), stopped) == [
+        "\x1b[33m── subtask write stopped: stopped by user\x1b[0m"
+    ]
+    evil = {"type": "subtask", "id": "w", "state": "stopped", "reason": "x\x1b[2Jy\nz"}
+    assert task_lines(r, evil) == ["── subtask w stopped: x\\x1b[2Jy …"]
+
+
+def test_task_paused_with_its_reason() -> None:
+    event = {"type": "task", "state": "paused", "reason": "stopped by user"}
+    assert task_lines(Renderer(), event) == ["── task paused: stopped by user"]
+    assert task_lines(Renderer(color=True), event) == [
+        "\x1b[33m── task paused: stopped by user\x1b[0m"
+    ]
+
+
+def test_task_paused_until_a_limit_lifts_says_when_it_resumes(utc: None) -> None:
+    event = {"type": "task", "state": "paused", "reason": "usage limit", "resume_at": RESUME_AT}
+    assert task_lines(Renderer(), event) == [
+        "── task paused: usage limit; resumes by itself at 2026-12-01 21:00:00 UTC"
+    ]
+    bare = {"type": "task", "state": "paused", "reason": "", "resume_at": RESUME_AT}
+    assert task_lines(Renderer(), bare) == [
+        "── task paused: resumes by itself at 2026-12-01 21:00:00 UTC"
+    ]
+
+
+def test_a_reason_that_says_when_is_not_repeated() -> None:
+    reason = "usage limit reached (429); resumes by itself at 2026-12-01 21:00:00 UTC"
+    event = {"type": "task", "state": "paused", "reason": reason, "resume_at": RESUME_AT}
+    assert task_lines(Renderer(), event) == [f"── task paused: {reason}"]
+
+
+@pytest.mark.parametrize("value", ["soon", None, True, -1, 0, 1e300, [RESUME_AT]])
+def test_a_bad_resume_time_is_left_out(value: Any) -> None:
+    event = {"type": "task", "state": "paused", "reason": "limit", "resume_at": value}
+    assert task_lines(Renderer(), event) == ["── task paused: limit"]
+
+
+# -- task show and the last line of wait and run ------------------------------------------------
+
+
+def a_task(**fields: Any) -> Task:
+    task = Task(**{"id": "3f2a9c1e0b7d", "name": "n", "prompt": "p", "state": 6, **fields})
+    task.created_at.FromSeconds(1796150000)
+    return task
+
+
+def stamp(seconds: float) -> Timestamp:
+    value = Timestamp()
+    value.FromSeconds(int(seconds))
+    return value
+
+
+def planned(*subtasks: Subtask) -> Plan:
+    return Plan(analysis="a", strategy="dag", subtasks=list(subtasks))
+
+
+def test_show_gives_a_failed_or_stopped_subtask_its_reason() -> None:
+    task = a_task(
+        plan=planned(
+            Subtask(id="write", name="Write", state="failed", reason="exit 1: \x1b[31mboom"),
+            Subtask(id="lint", name="Lint", state="stopped", reason="stopped by user"),
+            Subtask(id="test", name="Test", state="running", reason="stopped by user"),
+            Subtask(id="doc", name="Doc", state="completed", reason="old"),
+        )
+    )
+    lines = fmt.details(task)
+    start = lines.index("plan (dag): a")
+    assert lines[start + 1 :] == [
+        "  write  failed     Write",
+        "                    exit 1: \\x1b[31mboom",
+        "  lint   stopped    Lint",
+        "                    stopped by user",
+        "  test   running    Test",
+        "  doc    completed  Doc",
+    ]
+
+
+def test_show_counts_an_agents_runs_when_it_ran_again() -> None:
+    task = a_task(
+        agents=[
+            Agent(name="write", state="stopped", exit_code=130, cost_usd=0.5, runs=3, reason="why"),
+            Agent(name="lint", state="running", exit_code=-1, runs=1),
+        ]
+    )
+    assert fmt.details(task)[-2:] == [
+        "  write  stopped    exit 130  $0.5000  3 runs  why",
+        "  lint   running             $0.0000",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("control", "shown"), [("stop", "running (stopping…)"), ("cancel", "running (cancelling…)")]
+)
+def test_show_says_a_stop_or_cancel_is_under_way(control: str, shown: str) -> None:
+    assert f"state:      {shown}" in fmt.details(a_task(control=control))
+
+
+def test_show_says_when_a_paused_task_resumes_by_itself(utc: None) -> None:
+    task = a_task(state=9, reason="usage limit reached", resume_at=stamp(RESUME_AT))
+    assert (
+        "state:      paused (usage limit reached; resumes by itself at 2026-12-01 21:00:00 UTC)"
+        in (fmt.details(task))
+    )
+    said = "usage limit; resumes by itself at 2026-12-01 21:00:00 UTC"
+    again = a_task(state=9, reason=said, resume_at=stamp(RESUME_AT))
+    assert f"state:      paused ({said})" in fmt.details(again)
+
+
+def test_json_of_a_task_carries_reason_runs_resume_at_and_control() -> None:
+    task = a_task(
+        state=9,
+        reason="limit",
+        resume_at=stamp(RESUME_AT),
+        control="",
+        plan=planned(Subtask(id="write", state="stopped", reason="usage limit")),
+        agents=[Agent(name="write", state="stopped", runs=2, exit_code=-1)],
+    )
+    data = fmt.task_dict(task)
+    assert data["resume_at"] == "2026-12-01T21:00:00Z"
+    assert data["control"] == ""
+    assert data["plan"]["subtasks"][0]["reason"] == "usage limit"
+    assert data["agents"][0]["runs"] == 2
+    plain = fmt.task_dict(a_task(control="stop"))
+    assert plain["resume_at"] is None and plain["control"] == "stop"
+    assert fmt.summary_dict(a_task())["resume_at"] is None
+
+
+def test_last_line_of_a_paused_task_says_what_comes_next(utc: None) -> None:
+    by_user = a_task(state=9, reason="stopped by user")
+    assert fmt.outcome(by_user) == (
+        "task 3f2a9c1e paused: stopped by user; resume it with `klaudio task resume 3f2a9c1e`"
+    )
+    limited = a_task(state=9, reason="usage limit reached", resume_at=stamp(RESUME_AT))
+    assert fmt.outcome(limited) == (
+        "task 3f2a9c1e paused: usage limit reached; resumes by itself at 2026-12-01 21:00:00 UTC"
+    )
+    said = "usage limit; resumes by itself at 2026-12-01 21:00:00 UTC"
+    assert fmt.outcome(a_task(state=9, reason=said, resume_at=stamp(RESUME_AT))) == (
+        f"task 3f2a9c1e paused: {said}"
+    )
+    assert fmt.outcome(a_task(state=8, reason="boom")) == "task 3f2a9c1e failed: boom"
+    assert fmt.outcome(a_task(state=7)) == "task 3f2a9c1e completed"
