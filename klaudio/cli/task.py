@@ -1,10 +1,10 @@
-"""`klaudio task ...` and `klaudio run`: create, inspect, start, approve, follow and wait."""
+"""`klaudio task ...` and `klaudio run`: create, inspect, drive, stop, retry, follow, wait."""
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,9 @@ from klaudio import errors, validate
 from klaudio.cli import format as fmt
 from klaudio.cli.common import Interrupted, connect, note, out
 from klaudio.cli.follow import Printer, events, task_state
+
+if TYPE_CHECKING:
+    from klaudio.rpc.v1 import tasks_pb2
 
 app = typer.Typer(
     help="Create, inspect and drive tasks.", no_args_is_help=True, rich_markup_mode=None
@@ -33,10 +36,45 @@ STATE_EXIT = {"completed": errors.EXIT_OK, "failed": errors.EXIT_TASK_FAILED}
 
 
 class Output(StrEnum):
-    """Output formats of list and show."""
+    """Output formats of the commands that print a task."""
 
     text = "text"
     json = "json"
+
+
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
+Grace = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        "-t",
+        help="Seconds each agent gets to end its turn before it is killed (default 10).",
+        show_default=False,
+    ),
+]
+
+
+def example(*commands: str) -> str:
+    """A command's help epilog: its examples, each on a line of its own."""
+    head = "Example:" if len(commands) == 1 else "Examples:"
+    return "\b\n" + head + "\n" + "\n".join(f"  {command}" for command in commands)
+
+
+def _now(task: tasks_pb2.Task) -> str:
+    """'task 3f2a9c1e is running (resumed by user)': where a command left a task."""
+    reason = f" ({task.reason})" if task.reason else ""
+    return f"task {task.id[:8]} is {fmt.state(task)}{reason}"
+
+
+def _ended(task: tasks_pb2.Task) -> str:
+    """'task 3f2a9c1e paused (stopped by user)': how a stop or cancel left a task."""
+    reason = f" ({task.reason})" if task.reason else ""
+    return f"task {task.id[:8]} {fmt.state(task)}{reason}"
+
+
+def _print_task(task: tasks_pb2.Task) -> None:
+    """The whole task as `task show -o json` prints it."""
+    out(json.dumps(fmt.task_dict(task), indent=2))
 
 
 def exit_code_for(state: str) -> int:
@@ -44,7 +82,13 @@ def exit_code_for(state: str) -> int:
     return STATE_EXIT.get(state, errors.EXIT_TASK_STOPPED)
 
 
-@app.command("create")
+@app.command(
+    "create",
+    epilog=example(
+        'klaudio task create "Add a hello script" --repo ./myrepo',
+        "klaudio task create - < task.md",
+    ),
+)
 def create(
     prompt: Prompt,
     name: Annotated[str, typer.Option("--name", "-n", help="A short name for the task.")] = "",
@@ -62,9 +106,9 @@ def create(
     out(task.id)
 
 
-@app.command("list")
+@app.command("list", epilog=example("klaudio task list -s running -s paused"))
 def list_(
-    output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
+    output: OutputOption = Output.text,
     state: Annotated[
         list[str] | None,
         typer.Option("--state", "-s", help="Only tasks in this state (repeatable)."),
@@ -83,35 +127,30 @@ def list_(
             out(line)
 
 
-@app.command("show")
-def show(
-    task_id: TaskId,
-    output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
-) -> None:
+@app.command("show", epilog=example("klaudio task show 3f2a", "klaudio task show 3f2a -o json"))
+def show(task_id: TaskId, output: OutputOption = Output.text) -> None:
     """Show a task: state, plan, agents, workspace and cost."""
     task = connect().get_task(task_id)
     if output == Output.json:
-        out(json.dumps(fmt.task_dict(task), indent=2))
+        _print_task(task)
     else:
         for line in fmt.details(task):
             out(line)
 
 
-@app.command("start")
+@app.command("start", epilog=example("klaudio task start 3f2a"))
 def start(task_id: TaskId) -> None:
     """Start planning a created task."""
-    task = connect().start_task(task_id)
-    note(f"task {task.id[:8]} is {fmt.state(task)}")
+    note(_now(connect().start_task(task_id)))
 
 
-@app.command("approve")
+@app.command("approve", epilog=example("klaudio task approve 3f2a"))
 def approve(task_id: TaskId) -> None:
     """Approve a planned task's plan; its agents start at once."""
-    task = connect().approve_task(task_id)
-    note(f"task {task.id[:8]} is {fmt.state(task)}")
+    note(_now(connect().approve_task(task_id)))
 
 
-@app.command("delete")
+@app.command("delete", epilog=example("klaudio task delete 3f2a"))
 def delete(task_id: TaskId) -> None:
     """Delete a task that no agent is working on, with its workspace, agents and logs."""
     client = connect()
@@ -120,7 +159,10 @@ def delete(task_id: TaskId) -> None:
     note(f"deleted task {task.id[:8]}")
 
 
-@app.command("logs")
+@app.command(
+    "logs",
+    epilog=example("klaudio task logs -f 3f2a", "klaudio task logs 3f2a --agent planner --json"),
+)
 def logs(
     task_id: TaskId,
     follow: Annotated[
@@ -151,7 +193,7 @@ def logs(
         printer.finish()
 
 
-@app.command("wait")
+@app.command("wait", epilog=example("klaudio task wait 3f2a --timeout 600"))
 def wait(
     task_id: TaskId,
     timeout: Annotated[
@@ -165,9 +207,143 @@ def wait(
     """
     validate.timeout(timeout)
     task = connect().wait_task(task_id, timeout)
-    state = fmt.state(task)
-    note(f"task {task.id[:8]} {state}" + (f": {task.reason}" if task.reason else ""))
-    raise typer.Exit(exit_code_for(state))
+    note(fmt.outcome(task))
+    raise typer.Exit(exit_code_for(fmt.state(task)))
+
+
+@app.command(
+    "stop", epilog=example("klaudio task stop 3f2a", "klaudio task stop 3f2a --timeout 60")
+)
+def stop(task_id: TaskId, timeout: Grace = None, output: OutputOption = Output.text) -> None:
+    """Stop a planning or running task: its agents end their turn and the task is paused.
+
+    Each agent keeps its conversation for `klaudio task resume ID`. Returns once the agents
+    have stopped; a paused task is left as it is. Exits 0 paused (or paused already), 2 bad
+    --timeout, 3 unknown task, 4 when the task is neither planning nor running.
+    """
+    validate.timeout(timeout)
+    client = connect()
+    try:
+        task, stopped = client.stop_task(task_id, timeout)
+    except Interrupted:
+        note(f"stopped waiting; the stop goes on: `klaudio task show {task_id}`")
+        raise
+    if output == Output.json:
+        _print_task(task)
+    elif stopped:
+        note(_ended(task))
+    else:
+        note(f"task {task.id[:8]} is already paused; nothing to stop")
+
+
+@app.command("resume", epilog=example("klaudio task resume 3f2a"))
+def resume(task_id: TaskId, output: OutputOption = Output.text) -> None:
+    """Resume a paused task: each stopped agent continues its own conversation.
+
+    Exits 0, 3 unknown task, 4 when the task is not paused.
+    """
+    task = connect().resume_task(task_id)
+    if output == Output.json:
+        _print_task(task)
+    else:
+        note(_now(task))
+
+
+@app.command("cancel", epilog=example("klaudio task cancel 3f2a", "klaudio task cancel 3f2a -t 0"))
+def cancel(task_id: TaskId, timeout: Grace = None, output: OutputOption = Output.text) -> None:
+    """Cancel an unfinished task for good, stopping its agents first.
+
+    Returns once the agents have stopped. A cancelled task cannot go on, but `klaudio task
+    relaunch ID` makes a new task from it. Exits 0 cancelled, 2 bad --timeout, 3 unknown task,
+    4 when the task has completed, failed or been cancelled.
+    """
+    validate.timeout(timeout)
+    client = connect()
+    try:
+        task = client.cancel_task(task_id, timeout)
+    except Interrupted:
+        note(f"stopped waiting; the cancel goes on: `klaudio task show {task_id}`")
+        raise
+    if output == Output.json:
+        _print_task(task)
+    else:
+        note(_ended(task))
+
+
+@app.command(
+    "retry",
+    epilog=example("klaudio task retry 3f2a", "klaudio task retry 3f2a --subtask tests --fresh"),
+)
+def retry(
+    task_id: TaskId,
+    subtask: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--subtask",
+            help="Only this failed or skipped subtask, by its id in `task show` (repeatable).",
+            callback=lambda values: [validate.utf8(v, "--subtask") for v in values or []],
+        ),
+    ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option("--fresh", help="Start the agents' conversations afresh, not resumed."),
+    ] = False,
+    output: OutputOption = Output.text,
+) -> None:
+    """Run a failed task's failed subtasks again, and those skipped because of them.
+
+    Completed subtasks stay done. Each retried agent resumes its conversation, told why it
+    failed, unless --fresh. A task that failed while planning is planned again. Exits 0, 3
+    unknown task or subtask, 4 when the task has not failed or a named subtask neither failed
+    nor was skipped.
+    """
+    task = connect().retry_task(task_id, list(subtask or []), fresh)
+    if output == Output.json:
+        _print_task(task)
+    else:
+        note(_now(task))
+
+
+@app.command(
+    "relaunch",
+    epilog=example(
+        "klaudio task relaunch 3f2a --start",
+        'klaudio task relaunch 3f2a --prompt "Also add tests" --no-context',
+    ),
+)
+def relaunch(
+    task_id: TaskId,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="The new task's prompt (default: the old one's); - reads it from stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    no_context: Annotated[
+        bool,
+        typer.Option("--no-context", help="Do not tell the planner what happened to the old task."),
+    ] = False,
+    start: Annotated[bool, typer.Option("--start", help="Start planning at once.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", "-y", help="Approve the plan as soon as it is valid.")
+    ] = False,
+    output: OutputOption = Output.text,
+) -> None:
+    """Create a new task from a completed, failed or cancelled one; print the new task's id.
+
+    The new task has the old one's repository and settings and a copy of its workspace. Its
+    planner is told the old task's prompt, outcome, plan and changed files, unless
+    --no-context. Exits 0, 2 bad --prompt, 3 unknown task, 4 when the task has not finished.
+    """
+    text = None if prompt is None else _prompt(prompt, "--prompt")
+    task = connect().relaunch_task(task_id, text, no_context, start, auto_approve)
+    if output == Output.json:
+        _print_task(task)
+    else:
+        out(task.id)
 
 
 def run(
@@ -205,9 +381,8 @@ def run(
         raise
     printer.finish()
     final = client.get_task(task.id)
-    state = fmt.state(final)
-    note(f"task {final.id[:8]} {state}" + (f": {final.reason}" if final.reason else ""))
-    raise typer.Exit(exit_code_for(state))
+    note(fmt.outcome(final))
+    raise typer.Exit(exit_code_for(fmt.state(final)))
 
 
 def _checked(prompt: str, name: str, repo: str) -> tuple[str, str, str]:
@@ -215,16 +390,16 @@ def _checked(prompt: str, name: str, repo: str) -> tuple[str, str, str]:
     return _prompt(prompt), validate.name(name), _repo(repo)
 
 
-def _prompt(value: str) -> str:
+def _prompt(value: str, name: str = "prompt") -> str:
     """The prompt, read from stdin when it is "-" (for long prompts and pipelines).
 
     Stdin is read as bytes and decoded strictly: undecodable bytes are refused, not replaced.
     """
     if value != "-":
-        return validate.prompt(value)
+        return validate.prompt(value, name)
     import sys
 
-    field = "the prompt read from stdin"
+    field = f"the {name} read from stdin"
     data = sys.stdin.buffer.read(validate.MAX_PROMPT_BYTES + 1)
     if len(data) > validate.MAX_PROMPT_BYTES:
         raise errors.InvalidArgument(
