@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from klaudio.cli.format import resumes
+from klaudio.cli.format import SUBTASK_STATES_WITH_REASON, resumes
 from klaudio.cli.textsafe import safe
 
 AGENT_OUTPUT = 1
@@ -441,10 +441,12 @@ class Renderer:
         return [self._task_line("── planner asks:", _BOLD), *out] if out else []
 
     def _subtask(self, agent: str, event: Event) -> list[str]:
-        """Render '── subtask <id> <state>'."""
+        """Render '── subtask <id> <state>[: reason]', a reason where it explains the state."""
         ident = _clean(str(event.get("id", ""))) or _clean(_str(event.get("name"))) or "?"
         state = _str(event.get("state")) or "updated"
-        reason = _first_line(_str(event.get("reason")), _ERROR_MAX)
+        reason = ""
+        if state in SUBTASK_STATES_WITH_REASON:
+            reason = _first_line(_str(event.get("reason")), _ERROR_MAX)
         text = f"── subtask {ident} {state}" + (f": {reason}" if reason else "")
         return [self._task_line(text, *self._state_codes(state))]
 

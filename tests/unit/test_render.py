@@ -776,6 +776,9 @@ def test_stopped_and_cancelled_subtasks_with_their_reason() -> None:
     assert task_lines(Renderer(color=True), stopped) == [
         "\x1b[33m── subtask write stopped: stopped by user\x1b[0m"
     ]
+    # A subtask going again may still carry the reason it stopped for: it explains nothing now.
+    again = {"type": "subtask", "id": "write", "state": "running", "reason": "stopped by user"}
+    assert task_lines(r, again) == ["── subtask write running"]
     evil = {"type": "subtask", "id": "w", "state": "stopped", "reason": "x\x1b[2Jy\nz"}
     assert task_lines(r, evil) == ["── subtask w stopped: x\\x1b[2Jy …"]
 
