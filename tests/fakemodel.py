@@ -128,6 +128,28 @@ def structured(obj: dict[str, Any]) -> Block:
     return tool_use("StructuredOutput", obj)
 
 
+def usage_limit(resets_at: float, message: str = "usage limit reached") -> Turn:
+    """A 429 the way the API rejects a subscription over its usage limit, with its reset time.
+
+    With OAuth credentials Claude Code turns these headers into a rate_limit_event carrying
+    resetsAt (reference section 11b); x-should-retry: false stops it retrying.
+    """
+    headers = {
+        "anthropic-ratelimit-unified-status": "rejected",
+        "anthropic-ratelimit-unified-reset": str(int(resets_at)),
+        "anthropic-ratelimit-unified-representative-claim": "five_hour",
+        "x-should-retry": "false",
+    }
+    err = {
+        "status": 429,
+        "error_type": "rate_limit_error",
+        "message": message,
+        "retry_after": None,
+        "headers": headers,
+    }
+    return [{"type": _ERROR_BLOCK, **err}]
+
+
 def error(status: int, message: str = "fake error", retry_after: float | None = None) -> Turn:
     """A turn whose whole reply is an HTTP error with the Anthropic JSON error body."""
     etype = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
@@ -341,6 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
             err = next((b for b in blocks if b.get("type") == _ERROR_BLOCK), None)
             if err is not None:
                 ra = {} if err["retry_after"] is None else {"retry-after": str(err["retry_after"])}
+                ra |= err.get("headers") or {}
                 self._error(err["status"], err["error_type"], err["message"], **ra)
                 return
             message = _message(blocks, str(body.get("model") or "claude-fake-1"))
@@ -349,4 +372,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "not_found_error", f"fake model: no route for POST {path}")
 
 
-__all__ = ["Block", "FakeModel", "Request", "Turn", "error", "structured", "text", "tool_use"]
+__all__ = [
+    "Block",
+    "FakeModel",
+    "Request",
+    "Turn",
+    "error",
+    "structured",
+    "text",
+    "tool_use",
+    "usage_limit",
+]

@@ -19,6 +19,7 @@ from klaudiod.executor import Interruption, executor_for
 from klaudiod.kit import Kit
 from klaudiod.planner import Planning
 from klaudiod.records import TaskRecord
+from klaudiod.runner import Stop
 from klaudiod.workspace import take_back
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ CANCELLED_BY_USER = "cancelled by user"
 # Without a reset time from the API, a usage-limited task waits 1 min, doubling up to 30 min.
 BACKOFF_FIRST_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 1800.0
+_BY_USER = {STOP: STOPPED_BY_USER, CANCEL: CANCELLED_BY_USER}
 
 
 class Driver:
@@ -38,13 +40,11 @@ class Driver:
     def __init__(self, kit: Kit, task_id: str) -> None:
         self._kit = kit
         self.task_id = task_id
-        self.stopping = asyncio.Event()
-        self.grace = 10.0
+        self.stopping = Stop()
 
-    def request_stop(self, grace: float) -> None:
+    def request_stop(self, reason: str, grace: float | None = None) -> None:
         """Stop the task's agents (the stop or cancel itself is already recorded)."""
-        self.grace = grace
-        self.stopping.set()
+        self.stopping.set(reason, grace)
 
     async def drive(self) -> None:
         """Drive the task until it settles; never raises but for cancellation."""
@@ -62,7 +62,7 @@ class Driver:
         kit = self._kit
         task = await kit.db.call(kit.store.task, self.task_id)
         if task.control:
-            self.stopping.set()
+            self.stopping.set(_BY_USER[task.control])
         pause: Interruption | None = None
         if task.state == states.PLANNING:
             target, reason, pause = await Planning(kit).plan(task, self.stopping)

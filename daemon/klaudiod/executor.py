@@ -21,6 +21,7 @@ from klaudiod.agent import Outcome
 from klaudiod.kit import Kit
 from klaudiod.plan import agent_name
 from klaudiod.records import SubtaskRecord, TaskRecord
+from klaudiod.runner import Stop
 from klaudiod.runtime import agent_user
 from klaudiod.workspace import CONTEXT_DIR, hand_over, write_context
 
@@ -55,7 +56,7 @@ class Interruption:
 class Executor(Protocol):
     """Carries out a task's current plan until it is done or stop is set."""
 
-    async def execute(self, task: TaskRecord, stop: asyncio.Event) -> Interruption | None:
+    async def execute(self, task: TaskRecord, stop: Stop) -> Interruption | None:
         """Run what can run; return what interrupted it (a usage limit, Docker), if anything."""
 
 
@@ -79,7 +80,7 @@ class DagExecutor:
     def __init__(self, kit: Kit) -> None:
         self._kit = kit
 
-    async def execute(self, task: TaskRecord, stop: asyncio.Event) -> Interruption | None:
+    async def execute(self, task: TaskRecord, stop: Stop) -> Interruption | None:
         """Run subtasks until none can run; a stop lets running agents end as stopped."""
         await asyncio.to_thread(hand_over, Path(task.workspace), *agent_user())
         running: dict[asyncio.Task[tuple[Outcome, str]], SubtaskRecord] = {}
@@ -97,7 +98,7 @@ class DagExecutor:
                     result, final = await self._ended(sub, finished)
                     if final == states.RUN_STOPPED and result.interrupted and pause is None:
                         pause = Interruption.of(result)
-                        stop.set()
+                        stop.set(f"stopped as agent {agent_name(sub.key)} was interrupted")
         except asyncio.CancelledError:
             for child in running:
                 child.cancel()
@@ -170,9 +171,7 @@ class DagExecutor:
         kit.bus.publish([event])
         return result, final
 
-    async def _run(
-        self, task: TaskRecord, sub: SubtaskRecord, stop: asyncio.Event
-    ) -> tuple[Outcome, str]:
+    async def _run(self, task: TaskRecord, sub: SubtaskRecord, stop: Stop) -> tuple[Outcome, str]:
         """Run (or adopt, or resume) the subtask's agent to its end."""
         kit = self._kit
         name = agent_name(sub.key)
@@ -183,7 +182,8 @@ class DagExecutor:
             agent = await kit.db.call(kit.store.find_agent, task.id, name)
             run = await kit.db.call(kit.store.live_run, agent.id) if agent else None
             if run is None and stop.is_set():
-                return Outcome(False, None, "stopped before it started", "", 0.0, ""), STOPPED
+                reason = f"{stop.reason} before it started"
+                return Outcome(False, None, reason, "", 0.0, ""), STOPPED
             if run is None or agent is None:
                 try:
                     prompt = await self._prompt(task, sub)

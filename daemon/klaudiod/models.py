@@ -177,7 +177,7 @@ class Agent(Base):
     class Meta:
         indexes = ((("task", "name"), True),)
 
-    def record(self, runs: int = 0) -> AgentRecord:
+    def record(self, runs: int = 0, container: str = "") -> AgentRecord:
         """This row as a record."""
         return AgentRecord(
             id=self.id,
@@ -195,6 +195,7 @@ class Agent(Base):
             started_at=self.started_at,
             ended_at=self.ended_at,
             runs=runs,
+            container=container,
         )
 
 

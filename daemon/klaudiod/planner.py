@@ -13,6 +13,7 @@ from klaudiod.agent import Outcome, outcome
 from klaudiod.executor import STRATEGIES_WITH_EXECUTOR, Interruption
 from klaudiod.kit import Kit
 from klaudiod.records import AgentRecord, TaskRecord
+from klaudiod.runner import Stop
 
 PLANNER = plan.PLANNER_AGENT
 
@@ -23,9 +24,7 @@ class Planning:
     def __init__(self, kit: Kit) -> None:
         self._kit = kit
 
-    async def plan(
-        self, task: TaskRecord, stop: asyncio.Event
-    ) -> tuple[str, str, Interruption | None]:
+    async def plan(self, task: TaskRecord, stop: Stop) -> tuple[str, str, Interruption | None]:
         """Run the planner to its end; return the next state, why, and what interrupted it.
 
         The next state is planning again when the planner was stopped (the driver pauses).
@@ -60,16 +59,16 @@ class Planning:
         kit.bus.publish([event])
         return states.PLANNED, ""
 
-    async def _run(
-        self, task: TaskRecord, agent: AgentRecord | None, stop: asyncio.Event
-    ) -> Outcome | None:
+    async def _run(self, task: TaskRecord, agent: AgentRecord | None, stop: Stop) -> Outcome | None:
         """The planner's outcome: run it (or adopt or resume it); None when it was stopped."""
         kit = self._kit
         if agent is not None:
             run = await kit.db.call(kit.store.live_run, agent.id)
             last = run or await kit.db.call(kit.store.latest_run, agent.id)
-            if run is None and last is not None and last.state != states.RUN_STOPPED:
-                # It ended before a restart: judge it again from its output.
+            entered = await kit.db.call(kit.store.entered, task.id, states.PLANNING)
+            ended = last.ended_at if last is not None and run is None else None
+            if last is not None and last.state != states.RUN_STOPPED and (ended or 0) >= entered:
+                # It ended after planning began, then the daemon restarted: judge it again.
                 return await asyncio.to_thread(
                     outcome, Path(last.run_dir) / "out.jsonl", last.exit_code, False, True
                 )

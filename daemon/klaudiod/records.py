@@ -101,6 +101,8 @@ class AgentRecord:
     started_at: float | None
     ended_at: float | None
     runs: int = 0
+    # The container of its latest run ("" before its first).
+    container: str = ""
 
 
 @dataclass(frozen=True)

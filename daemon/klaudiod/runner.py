@@ -38,6 +38,8 @@ MAX_LINE = 16 << 20
 # How long a run waits for a Docker engine that stopped answering before it gives up.
 ENGINE_PATIENCE_SECONDS = 60.0
 EXIT_CODE_LIMIT = 64
+# How long a stopped agent gets to end its turn after SIGINT before SIGTERM and SIGKILL.
+DEFAULT_GRACE_SECONDS = 10.0
 
 
 class OutputFile:
@@ -111,6 +113,30 @@ class OutputFile:
         return line
 
 
+class Stop:
+    """A request to stop a task's agents: set once, with each agent's grace and the reason."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.grace = DEFAULT_GRACE_SECONDS
+        self.reason = "stopped"
+
+    def set(self, reason: str, grace: float | None = None) -> None:
+        """Ask the agents to stop (the first request's reason and grace stand)."""
+        if not self._event.is_set():
+            self.reason = reason
+            self.grace = DEFAULT_GRACE_SECONDS if grace is None else grace
+            self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether a stop was requested."""
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        """Return once a stop is requested."""
+        await self._event.wait()
+
+
 def exit_code_file(run_dir: Path) -> int | None:
     """The exit code the entrypoint wrote, if it has finished.
 
@@ -152,24 +178,24 @@ class AgentRunner:
         agent: AgentRecord,
         run: RunRecord,
         planner: bool,
-        stop: asyncio.Event,
-        grace: float = 10.0,
+        stop: Stop,
     ) -> tuple[Outcome, str]:
         """Take a live run to its end and record it; return its outcome and final run state.
 
         When stop is set the container is stopped gracefully (SIGINT, then SIGTERM/SIGKILL
-        after grace seconds) and the run ends as stopped unless it had already completed.
+        after stop.grace seconds) and the run ends as stopped, with the stop's reason, unless
+        it had already completed.
         Cancelling this coroutine (daemon shutdown) leaves the container running for the
         next daemon to adopt.
         """
         try:
             if run.state == states.RUN_STARTING:
                 if stop.is_set():
-                    result = Outcome(False, None, "stopped before it started", "", 0.0, "")
+                    result = Outcome(False, None, f"{stop.reason} before it started", "", 0.0, "")
                     await self._end(run, states.RUN_STOPPED, result)
                     return result, states.RUN_STOPPED
                 run = await self._start(task, agent, run, planner)
-            result = await self._follow_to_end(run, planner, stop, grace)
+            result = await self._follow_to_end(run, planner, stop)
         except asyncio.CancelledError:
             raise
         except EngineUnavailable as exc:
@@ -182,6 +208,10 @@ class AgentRunner:
             log.exception("run %s: internal error", run.container)
             result = Outcome(False, None, f"internal error: {exc}", "", 0.0, "")
         final = _final_state(result, stop.is_set())
+        if final == states.RUN_STOPPED and not result.interrupted:
+            # Claude Code's own account of an interrupted turn says less than this.
+            exit_code = "" if result.exit_code is None else f" (exit {result.exit_code})"
+            result = dataclasses.replace(result, reason=stop.reason + exit_code)
         await self._end(run, final, result)
         return result, final
 
@@ -203,15 +233,13 @@ class AgentRunner:
         self._bus.publish([event])
         return run
 
-    async def _follow_to_end(
-        self, run: RunRecord, planner: bool, stop: asyncio.Event, grace: float
-    ) -> Outcome:
+    async def _follow_to_end(self, run: RunRecord, planner: bool, stop: Stop) -> Outcome:
         run_dir = Path(run.run_dir)
         out = OutputFile(run_dir, "out.jsonl", run.output_offset)
 
         async def stop_container() -> None:
             await stop.wait()
-            await asyncio.to_thread(self._runtime.stop, run.container, grace)
+            await asyncio.to_thread(self._runtime.stop, run.container, stop.grace)
 
         stopper = asyncio.create_task(stop_container())
         try:

@@ -21,7 +21,14 @@ from klaudio.paths import Paths
 from klaudiod import changes, repo, safefs, states, workspace
 from klaudiod.checkpoints import Checkpoints
 from klaudiod.db import Db
-from klaudiod.driver import CANCEL, CANCELLED_BY_USER, STOP, Driver, cancel_subtasks
+from klaudiod.driver import (
+    CANCEL,
+    CANCELLED_BY_USER,
+    STOP,
+    STOPPED_BY_USER,
+    Driver,
+    cancel_subtasks,
+)
 from klaudiod.janitor import Janitor
 from klaudiod.kit import Kit
 from klaudiod.launcher import Launcher
@@ -207,7 +214,7 @@ class Scheduler:
         )
         self._kit.bus.publish([event])
         driver = self._spawn(task_id)
-        driver.request_stop(grace)
+        driver.request_stop(STOPPED_BY_USER if control == STOP else CANCELLED_BY_USER, grace)
         entry = self._drivers.get(task_id)
         if entry is not None:
             # Shielded: a caller that goes away must not cancel the driver mid-stop.
@@ -245,6 +252,11 @@ class Scheduler:
                     f"task {task_id[:8]} is {task.state}; only a failed task can be retried"
                 )
             subs = await self._kit.db.call(self.store.subtasks, task_id)
+            if not subs and names:
+                raise NotFound(
+                    f"task {task_id[:8]} has no plan, so no subtask {names[0]!r}; retry it "
+                    "without --subtask to plan again"
+                )
             if not subs:
                 await self._transition(task_id, states.PLANNING, "retrying the planner")
                 self._spawn(task_id)

@@ -244,6 +244,16 @@ class Store:
         )
         return str(row.from_state) if row else ""
 
+    def entered(self, task_id: str, state: str) -> float:
+        """When the task last moved into state (0 if it never did)."""
+        row = (
+            TaskEvent.select(TaskEvent.time)
+            .where((TaskEvent.task == task_id) & (TaskEvent.to_state == state))
+            .order_by(TaskEvent.id.desc())
+            .first()
+        )
+        return float(row.time) if row else 0.0
+
     def auto_resumable(self) -> list[TaskRecord]:
         """Paused tasks the daemon resumes by itself (a usage limit's), soonest first."""
         query = Task.select().where((Task.state == states.PAUSED) & Task.resume_at.is_null(False))
@@ -323,6 +333,8 @@ class Store:
                 sub.result = result
             if reason is not None:
                 sub.reason = reason
+            elif state in (states.SUBTASK_PENDING, states.SUBTASK_RUNNING):
+                sub.reason = ""  # a reason belongs to the end it explained
             sub.save()
             payload = {"type": "subtask", "id": sub.key, "name": sub.name, "state": state}
             if sub.reason and state != states.SUBTASK_COMPLETED:
@@ -388,16 +400,20 @@ class Store:
 
     def agents(self, task_id: str) -> list[AgentRecord]:
         """The task's agents in creation order."""
-        counted = (
-            AgentRun.select(AgentRun.agent, pw.fn.COUNT(AgentRun.id))
+        runs: Iterable[tuple[int, str]] = (
+            AgentRun.select(AgentRun.agent, AgentRun.container)  # type: ignore[assignment]
             .join(Agent)
             .where(Agent.task == task_id)
-            .group_by(AgentRun.agent)
+            .order_by(AgentRun.epoch)
             .tuples()
         )
-        counts: dict[int, int] = dict(counted)  # type: ignore[arg-type]
+        counts: dict[int, int] = {}
+        latest: dict[int, str] = {}
+        for agent_id, container in runs:
+            counts[agent_id] = counts.get(agent_id, 0) + 1
+            latest[agent_id] = container
         query = Agent.select().where(Agent.task == task_id).order_by(Agent.id)
-        return [row.record(counts.get(row.id, 0)) for row in query]
+        return [row.record(counts.get(row.id, 0), latest.get(row.id, "")) for row in query]
 
     def set_session(self, agent_id: int, session_id: str) -> AgentRecord:
         """Give an agent a new conversation (a retry asked to start afresh)."""

@@ -62,7 +62,15 @@ def test_show_json_never_contains_the_secrets(instance: Instance) -> None:
 def test_show_json_has_every_section(instance: Instance) -> None:
     data = shown(instance)
 
-    assert list(data) == ["claude", "docker", "agents", "daemon", "credentials", "paths"]
+    assert list(data) == [
+        "claude",
+        "docker",
+        "agents",
+        "checkpoints",
+        "daemon",
+        "credentials",
+        "paths",
+    ]
     assert data["paths"] == {
         "config_file": str(instance.home / "config.yaml"),
         "data_dir": str(instance.home / "data"),

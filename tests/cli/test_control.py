@@ -222,11 +222,6 @@ def test_retrying_a_task_that_failed_in_planning_plans_again(no_docker: Instance
     assert result.stderr == (f"klaudio: task {task_id[:8]} is planning (retrying the planner)\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: RetryTask of a task without a plan ignores the subtask names and "
-    "plans again (scheduler.retry checks names only when there are subtasks)",
-)
 def test_retrying_a_named_subtask_of_a_task_without_a_plan_exits_3(no_docker: Instance) -> None:
     task_id = failed_in_planning(no_docker)
 

@@ -97,6 +97,7 @@ def _agent(record: AgentRecord, keys: dict[int, str]) -> tasks_pb2.Agent:
         role=record.role,
         subtask_id=keys.get(record.subtask_id, "") if record.subtask_id is not None else "",
         state=record.state,
+        container=record.container,
         session_id=record.session_id,
         exit_code=-1 if record.exit_code is None else record.exit_code,
         cost_usd=record.cost_usd,
