@@ -16,6 +16,8 @@ import grpc
 from klaudio import errors
 from klaudio.paths import Paths, check_socket, ensure_private_dir
 from klaudio.rpc.v1 import (
+    checkpoints_pb2,
+    checkpoints_pb2_grpc,
     daemon_pb2,
     daemon_pb2_grpc,
     images_pb2,
@@ -75,6 +77,7 @@ class Client:
         self._stream = stream_pb2_grpc.StreamServiceStub(self._channel)
         self._daemon = daemon_pb2_grpc.DaemonServiceStub(self._channel)
         self._images = images_pb2_grpc.ImageServiceStub(self._channel)
+        self._checkpoints = checkpoints_pb2_grpc.CheckpointServiceStub(self._channel)
         self._metadata: tuple[tuple[str, str | bytes], ...] = ()
 
     def close(self) -> None:
@@ -184,6 +187,22 @@ class Client:
             auto_approve=auto_approve,
         )
         return self._call(self._tasks.RelaunchTask, request, timeout=None).task
+
+    # Checkpoints --------------------------------------------------------------------------
+
+    def list_checkpoints(self, task_id: str) -> list[checkpoints_pb2.Checkpoint]:
+        request = checkpoints_pb2.ListCheckpointsRequest(task_id=task_id)
+        return list(self._call(self._checkpoints.ListCheckpoints, request).checkpoints)
+
+    def restore_checkpoint(
+        self, task_id: str, checkpoint_id: str
+    ) -> tuple[tasks_pb2.Task, checkpoints_pb2.Checkpoint]:
+        """The task, paused, with its workspace and agent sessions as in the checkpoint."""
+        request = checkpoints_pb2.RestoreCheckpointRequest(
+            task_id=task_id, checkpoint_id=checkpoint_id
+        )
+        response = self._call(self._checkpoints.RestoreCheckpoint, request, timeout=None)
+        return response.task, response.checkpoint
 
     def follow_task(
         self, task_id: str, agent: str = "", since_seq: int = 0, follow: bool = True

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from klaudio import __version__, errors
-from klaudio.cli import config, daemon, image, task
+from klaudio.cli import checkpoints, config, daemon, image, task
 from klaudio.cli.common import OPTIONS, Interrupted, interrupt
 from klaudio.cli.textsafe import safe
 
@@ -30,6 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+task.app.command("checkpoints", epilog=checkpoints.EPILOGS["checkpoints"])(checkpoints.checkpoints)
+task.app.command("restore", epilog=checkpoints.EPILOGS["restore"])(checkpoints.restore)
 app.add_typer(task.app, name="task")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")

@@ -72,7 +72,7 @@ def _ended(task: tasks_pb2.Task) -> str:
     return f"task {task.id[:8]} {fmt.state(task)}{reason}"
 
 
-def _print_task(task: tasks_pb2.Task) -> None:
+def print_task(task: tasks_pb2.Task) -> None:
     """The whole task as `task show -o json` prints it."""
     out(json.dumps(fmt.task_dict(task), indent=2))
 
@@ -132,7 +132,7 @@ def show(task_id: TaskId, output: OutputOption = Output.text) -> None:
     """Show a task: state, plan, agents, workspace and cost."""
     task = connect().get_task(task_id)
     if output == Output.json:
-        _print_task(task)
+        print_task(task)
     else:
         for line in fmt.details(task):
             out(line)
@@ -229,7 +229,7 @@ def stop(task_id: TaskId, timeout: Grace = None, output: OutputOption = Output.t
         note(f"stopped waiting; the stop goes on: `klaudio task show {task_id}`")
         raise
     if output == Output.json:
-        _print_task(task)
+        print_task(task)
     elif stopped:
         note(_ended(task))
     else:
@@ -244,7 +244,7 @@ def resume(task_id: TaskId, output: OutputOption = Output.text) -> None:
     """
     task = connect().resume_task(task_id)
     if output == Output.json:
-        _print_task(task)
+        print_task(task)
     else:
         note(_now(task))
 
@@ -265,7 +265,7 @@ def cancel(task_id: TaskId, timeout: Grace = None, output: OutputOption = Output
         note(f"stopped waiting; the cancel goes on: `klaudio task show {task_id}`")
         raise
     if output == Output.json:
-        _print_task(task)
+        print_task(task)
     else:
         note(_ended(task))
 
@@ -299,7 +299,7 @@ def retry(
     """
     task = connect().retry_task(task_id, list(subtask or []), fresh)
     if output == Output.json:
-        _print_task(task)
+        print_task(task)
     else:
         note(_now(task))
 
@@ -341,7 +341,7 @@ def relaunch(
     text = None if prompt is None else _prompt(prompt, "--prompt")
     task = connect().relaunch_task(task_id, text, no_context, start, auto_approve)
     if output == Output.json:
-        _print_task(task)
+        print_task(task)
     else:
         out(task.id)
 
