@@ -1,0 +1,281 @@
+"""End to end: steering a task through the CLI (issue 6) against the real stack.
+
+stop and resume (the conversation carried over), stop while planning, cancel, retry, relaunch,
+checkpoints and restore, a daemon killed mid-checkpoint or mid-stop, and usage-limit pauses.
+Only the model is faked. Agents are held still by model turns that block on a threading.Event
+(released in `finally`), so a stop always lands in the middle of a turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Instance, wait_for
+from tests.e2e.test_run import plan, subtask
+from tests.engine import PrivateEngine
+from tests.fakemodel import FakeModel, Request, error, structured, text, tool_use, usage_limit
+
+pytestmark = pytest.mark.docker
+
+# Claude Code's own words, and the daemon's, that tests look for in the model's requests.
+PAUSED = "You were paused"
+RETRIED = "Your previous attempt ended with an error"
+# How long a held model turn blocks at most (a test releases it long before).
+HOLD = 120.0
+STOP_BOUND = 15.0  # seconds `task stop --timeout 5` may take, SIGINT to paused
+
+
+# Helpers ---------------------------------------------------------------------------------------
+
+
+def agent(fn: Callable[[Request], list[Any]]) -> list[Any]:
+    """A script whose every turn is fn (it looks at the request to decide what to do)."""
+    return [fn] * 50
+
+
+def user_texts(req: Request) -> list[str]:
+    """Every text the requests' user messages carry (tool results included)."""
+    found: list[str] = []
+    for m in req.messages:
+        if m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            found.append(content)
+            continue
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                found.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_result":
+                inner = block.get("content")
+                if isinstance(inner, str):
+                    found.append(inner)
+                elif isinstance(inner, list):
+                    found += [str(b.get("text", "")) for b in inner if isinstance(b, dict)]
+    return found
+
+
+def told(req: Request, needle: str) -> bool:
+    """Whether a user message of the request says needle."""
+    return any(needle in t for t in user_texts(req))
+
+
+def assistant_blocks(req: Request) -> list[dict[str, Any]]:
+    """The content blocks of the request's assistant messages (the agent's earlier turns)."""
+    blocks: list[dict[str, Any]] = []
+    for m in req.messages:
+        if m.get("role") == "assistant" and isinstance(m.get("content"), list):
+            blocks += [b for b in m["content"] if isinstance(b, dict)]
+    return blocks
+
+
+def said_text(req: Request, words: str) -> bool:
+    """Whether an earlier assistant turn in the request has a text block with words."""
+    return any(
+        b.get("type") == "text" and words in b.get("text", "") for b in assistant_blocks(req)
+    )
+
+
+def used_tool(req: Request, name: str, **fields: str) -> bool:
+    """Whether an earlier assistant turn in the request called tool name with those inputs."""
+    return any(
+        b.get("type") == "tool_use"
+        and b.get("name") == name
+        and all(str((b.get("input") or {}).get(k)) == v for k, v in fields.items())
+        for b in assistant_blocks(req)
+    )
+
+
+def write(path: str, content: str, words: str = "Writing.") -> list[Any]:
+    return [text(words), tool_use("Write", {"file_path": f"/workspace/{path}", "content": content})]
+
+
+class Hold:
+    """A model turn that blocks until released: the agent is busy while the test acts."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, reply: list[Any]) -> list[Any]:
+        self.entered.set()
+        self.release.wait(HOLD)
+        return reply
+
+    def wait_entered(self, what: str = "the held model turn") -> None:
+        wait_for(self.entered.is_set, 120, what)
+
+
+def release(hold: Hold, model: FakeModel, marker: str) -> int:
+    """Release a held turn whose agent was stopped; how many requests marker has then.
+
+    The held request is recorded once its turn returns (its answer goes nowhere).
+    """
+    count = len(model.requests_for(marker))
+    hold.release.set()
+    wait_for(lambda: len(model.requests_for(marker)) > count, 10, "the held request recorded")
+    return count + 1
+
+
+@pytest.fixture
+def holds() -> Iterator[Callable[[], Hold]]:
+    """Make Holds; every one is released at the end so no fake-model thread lingers."""
+    made: list[Hold] = []
+
+    def make() -> Hold:
+        made.append(Hold())
+        return made[-1]
+
+    yield make
+    for hold in made:
+        hold.release.set()
+
+
+def create(inst: Instance, prompt: str, *extra: str) -> str:
+    """`task create PROMPT --start --auto-approve`; the new task's id."""
+    return inst.cli(
+        "task", "create", prompt, "--start", "--auto-approve", *extra, check=True
+    ).stdout.strip()
+
+
+def running_containers(task_id: str, engine: PrivateEngine | None = None) -> list[str]:
+    args = ["ps", "-q", "--filter", f"label=klaudio.task={task_id}"]
+    if engine is not None:
+        return engine.docker(*args).stdout.split()
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+def events(inst: Instance, task_id: str) -> list[dict[str, Any]]:
+    """`task logs ID --json`, parsed: the task's persisted stream."""
+    out = inst.cli("task", "logs", task_id, "--json", check=True).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def task_events(inst: Instance, task_id: str, kind: str) -> list[dict[str, Any]]:
+    """The stream's daemon events (not agent output) of a type: task, control, checkpoint..."""
+    return [e["event"] for e in events(inst, task_id) if e["event"].get("type") == kind]
+
+
+def state_of(inst: Instance, task_id: str) -> str:
+    return str(inst.show(task_id)["state"])
+
+
+def wait_state(inst: Instance, task_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    wait_for(lambda: state_of(inst, task_id) == state, timeout, f"task {task_id} {state}")
+    return inst.show(task_id)
+
+
+def settled(inst: Instance, task_id: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return inst.cli("task", "wait", task_id, "--timeout", str(timeout))
+
+
+def stop(inst: Instance, task_id: str) -> float:
+    """`task stop ID --timeout 5`, which must succeed; how long it took."""
+    started = time.monotonic()
+    result = inst.cli("task", "stop", task_id, "--timeout", "5")
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr + inst.daemon_log()
+    return took
+
+
+def agent_of(task: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in task["agents"] if a["name"] == name)
+
+
+def checkpoints(inst: Instance, task_id: str) -> list[dict[str, Any]]:
+    """`task checkpoints ID -o json`, newest first."""
+    out = inst.cli("task", "checkpoints", task_id, "-o", "json", check=True).stdout
+    return list(json.loads(out))
+
+
+def checkpoint_dir(inst: Instance, task_id: str) -> Path:
+    return inst.home / "data" / "checkpoints" / task_id
+
+
+# 1. Stop mid-agent, then resume ----------------------------------------------------------------
+
+
+def test_stop_mid_agent_then_resume_carries_the_conversation_over(
+    daemon: Instance, model: FakeModel, holds: Callable[[], Hold]
+) -> None:
+    hold = holds()
+
+    def worker(req: Request) -> list[Any]:
+        if told(req, PAUSED):
+            return [text("resumed and finished")]
+        if req.turn_index == 0:
+            return write("before.txt", "written before the stop\n", "Writing before.txt now.")
+        return hold([text("too late")])
+
+    model.script("CT1-WORK", agent(worker))
+    model.script("CT1-TASK", [[structured(plan(subtask("w", "CT1-WORK write then think")))]])
+    task_id = create(daemon, "CT1-TASK go")
+    hold.wait_entered("the worker's second model turn")
+    first_session = model.requests_for("CT1-WORK")[0].session_id
+    assert first_session
+
+    took = stop(daemon, task_id)
+
+    assert took < STOP_BOUND, f"task stop took {took:.1f}s"
+    task = daemon.show(task_id)
+    assert task["state"] == "paused" and task["reason"] == "stopped by user"
+    assert running_containers(task_id) == []
+    worker_agent = agent_of(task, "w")
+    assert worker_agent["state"] == "stopped"
+    assert worker_agent["reason"].startswith("stopped by user"), worker_agent
+    assert worker_agent["session_id"] == first_session
+    before_resume = release(hold, model, "CT1-WORK")
+
+    resume = daemon.cli("task", "resume", task_id)
+    assert resume.returncode == 0, resume.stderr
+    done = settled(daemon, task_id)
+
+    assert done.returncode == 0, done.stderr + daemon.daemon_log()
+    task = daemon.show(task_id)
+    assert task["state"] == "completed"
+    assert (Path(task["workspace"]) / "before.txt").read_text() == "written before the stop\n"
+    assert task["plan"]["subtasks"][0]["result"] == "resumed and finished"
+    after = model.requests_for("CT1-WORK")[before_resume:]
+    assert after, "the fake model got no request from the resumed worker"
+    carried = [
+        r
+        for r in after
+        if said_text(r, "Writing before.txt now.")
+        and used_tool(r, "Write", file_path="/workspace/before.txt")
+    ]
+    assert carried, "no request after the resume carried the worker's earlier turn"
+    assert {r.session_id for r in carried} == {first_session}
+    assert told(carried[0], PAUSED)
+    # One continuous history with the stop, the pause, the resume and the second run in it.
+    stream = events(daemon, task_id)
+    assert [e["seq"] for e in stream] == list(range(1, len(stream) + 1))
+    kinds = [e["event"] for e in stream]
+    control = kinds.index({"type": "control", "control": "stop"})
+    paused = kinds.index({"type": "task", "state": "paused", "reason": "stopped by user"})
+    running = next(
+        i
+        for i, e in enumerate(kinds)
+        if e.get("type") == "task" and e["state"] == "running" and i > paused
+    )
+    assert control < paused < running
+    second_run = [
+        i
+        for i, e in enumerate(stream)
+        if e["agent"] == "w" and e["event"].get("type") == "agent" and e["event"].get("epoch") == 1
+    ]
+    assert second_run and min(second_run) > running
+    assert any(stream[i]["event"]["state"] == "completed" for i in second_run)
