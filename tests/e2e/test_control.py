@@ -279,3 +279,92 @@ def test_stop_mid_agent_then_resume_carries_the_conversation_over(
     ]
     assert second_run and min(second_run) > running
     assert any(stream[i]["event"]["state"] == "completed" for i in second_run)
+
+
+# 2. Stop while planning, then resume -----------------------------------------------------------
+
+
+def test_stop_while_planning_then_resume_continues_the_planner(
+    daemon: Instance, model: FakeModel, holds: Callable[[], Hold]
+) -> None:
+    hold = holds()
+
+    def planner(req: Request) -> list[Any]:
+        if told(req, PAUSED):
+            return [structured(plan(subtask("only", "CT2-WORK say done")))]
+        if req.turn_index == 0:
+            return [text("Looking around first."), tool_use("Glob", {"pattern": "*"})]
+        return hold([text("too late")])
+
+    model.script("CT2-WORK", [[text("worker done")]])
+    model.script("CT2-PLAN", agent(planner))
+    task_id = create(daemon, "CT2-PLAN go")
+    hold.wait_entered("the planner's second model turn")
+    session = model.requests_for("CT2-PLAN")[0].session_id
+
+    took = stop(daemon, task_id)
+
+    assert took < STOP_BOUND, f"task stop took {took:.1f}s"
+    task = daemon.show(task_id)
+    assert task["state"] == "paused" and task["reason"] == "stopped by user"
+    assert task["plan"] is None
+    assert agent_of(task, "planner")["state"] == "stopped"
+    assert running_containers(task_id) == []
+    before_resume = release(hold, model, "CT2-PLAN")
+
+    resume = daemon.cli("task", "resume", task_id)
+    assert resume.returncode == 0, resume.stderr
+    assert "is planning" in resume.stderr, resume.stderr
+    done = settled(daemon, task_id)
+
+    assert done.returncode == 0, done.stderr + daemon.daemon_log()
+    task = daemon.show(task_id)
+    assert task["state"] == "completed"
+    assert [s["id"] for s in task["plan"]["subtasks"]] == ["only"]
+    assert task["plan"]["subtasks"][0]["result"] == "worker done"
+    planner_agent = agent_of(task, "planner")
+    assert planner_agent["runs"] == 2 and planner_agent["session_id"] == session
+    resumed = model.requests_for("CT2-PLAN")[before_resume:]
+    assert resumed and all(r.session_id == session for r in resumed)
+    assert said_text(resumed[0], "Looking around first.") and used_tool(resumed[0], "Glob")
+    assert told(resumed[0], PAUSED)
+
+
+# 3. Cancel from running and from paused --------------------------------------------------------
+
+
+def test_cancel_from_running_and_from_paused(
+    daemon: Instance, model: FakeModel, holds: Callable[[], Hold]
+) -> None:
+    held = {"CT3-RUN-W": holds(), "CT3-PAUSE-W": holds()}
+    for marker, hold in held.items():
+        model.script(marker, agent(lambda req, hold=hold: hold([text("too late")])))
+    model.script("CT3-RUN", [[structured(plan(subtask("w", "CT3-RUN-W hold on")))]])
+    model.script("CT3-PAUSE", [[structured(plan(subtask("w", "CT3-PAUSE-W hold on")))]])
+    running_id = create(daemon, "CT3-RUN go")
+    paused_id = create(daemon, "CT3-PAUSE go")
+    for hold in held.values():
+        hold.wait_entered("both workers at work")
+    stop(daemon, paused_id)
+    assert state_of(daemon, paused_id) == "paused"
+
+    for task_id in (running_id, paused_id):
+        cancel = daemon.cli("task", "cancel", task_id, "--timeout", "5")
+
+        assert cancel.returncode == 0, cancel.stderr + daemon.daemon_log()
+        assert cancel.stderr == f"klaudio: task {task_id[:8]} cancelled (cancelled by user)\n"
+        task = daemon.show(task_id)
+        assert task["state"] == "cancelled" and task["reason"] == "cancelled by user"
+        assert task["plan"]["subtasks"][0]["state"] == "cancelled"
+        assert running_containers(task_id) == []
+        waited = daemon.cli("task", "wait", task_id, "--timeout", "10")
+        assert waited.returncode == 7, waited.stderr
+        # Final: nothing brings it back.
+        for command in ("resume", "cancel", "stop"):
+            again = daemon.cli("task", command, task_id)
+            assert again.returncode == 4, (command, again.stderr)
+            assert "cancelled" in again.stderr
+    running_agent = agent_of(daemon.show(running_id), "w")
+    assert running_agent["state"] == "stopped"
+    assert running_agent["reason"].startswith("cancelled by user"), running_agent
+    assert task_events(daemon, running_id, "control") == [{"type": "control", "control": "cancel"}]
