@@ -368,3 +368,110 @@ def test_cancel_from_running_and_from_paused(
     assert running_agent["state"] == "stopped"
     assert running_agent["reason"].startswith("cancelled by user"), running_agent
     assert task_events(daemon, running_id, "control") == [{"type": "control", "control": "cancel"}]
+
+
+# 4. Retry after a failed subtask ---------------------------------------------------------------
+
+
+def script_flaky(model: FakeModel, prefix: str, flaky: Callable[[Request], list[Any]]) -> None:
+    """steady (completes), flaky (as scripted), after (depends on flaky); workers first."""
+    model.script(f"{prefix}-STEADY", [[text("steady done")]])
+    model.script(f"{prefix}-FLAKY", agent(flaky))
+    model.script(f"{prefix}-AFTER", [[text("after done")]])
+    model.script(
+        f"{prefix}-PLAN",
+        [
+            [
+                structured(
+                    plan(
+                        subtask("steady", f"{prefix}-STEADY just finish"),
+                        subtask("flaky", f"{prefix}-FLAKY fails once"),
+                        subtask("after", f"{prefix}-AFTER runs last", ["flaky"]),
+                    )
+                )
+            ]
+        ],
+    )
+
+
+def failed_once(daemon: Instance, task_id: str) -> dict[str, Any]:
+    """Wait for the task to fail with flaky failed and after skipped; the task."""
+    waited = settled(daemon, task_id)
+    assert waited.returncode == 1, waited.stderr + daemon.daemon_log()
+    task = daemon.show(task_id)
+    states = {s["id"]: s["state"] for s in task["plan"]["subtasks"]}
+    assert states == {"steady": "completed", "flaky": "failed", "after": "skipped"}, task
+    return task
+
+
+def test_retry_resumes_the_failed_agent_with_the_reason(
+    daemon: Instance, model: FakeModel
+) -> None:
+    def flaky(req: Request) -> list[Any]:
+        if told(req, RETRIED):
+            return [text("flaky done")]
+        if req.turn_index == 0:
+            return write("flaky.txt", "half done\n", "Starting the flaky work.")
+        return error(500, "flaky exploded")
+
+    script_flaky(model, "CT4", flaky)
+    task_id = create(daemon, "CT4-PLAN go")
+    task = failed_once(daemon, task_id)
+    assert "subtask flaky failed" in task["reason"] and "skipped: after" in task["reason"]
+    session = agent_of(task, "flaky")["session_id"]
+    steady_requests = len(model.requests_for("CT4-STEADY"))
+    before_retry = len(model.requests_for("CT4-FLAKY"))
+    assert steady_requests >= 1 and model.requests_for("CT4-AFTER") == []
+
+    retry = daemon.cli("task", "retry", task_id[:8])
+
+    assert retry.returncode == 0, retry.stderr
+    assert "running (retrying after, flaky)" in retry.stderr, retry.stderr
+    done = settled(daemon, task_id)
+    assert done.returncode == 0, done.stderr + daemon.daemon_log()
+    task = daemon.show(task_id)
+    assert task["state"] == "completed"
+    assert [s["state"] for s in task["plan"]["subtasks"]] == ["completed"] * 3
+    retried = model.requests_for("CT4-FLAKY")[before_retry:]
+    assert retried and {r.session_id for r in retried} == {session}
+    first = retried[0]
+    assert told(first, RETRIED) and told(first, "flaky exploded")
+    assert said_text(first, "Starting the flaky work.")
+    assert used_tool(first, "Write", file_path="/workspace/flaky.txt")
+    assert model.requests_for("CT4-AFTER"), "the skipped dependent did not run"
+    assert "flaky done" in model.requests_for("CT4-AFTER")[0].first_user_text()
+    # The completed subtask was not run again.
+    assert len(model.requests_for("CT4-STEADY")) == steady_requests
+    assert agent_of(task, "steady")["runs"] == 1 and agent_of(task, "flaky")["runs"] == 2
+    assert (Path(task["workspace"]) / "flaky.txt").read_text() == "half done\n"
+
+
+def test_retry_fresh_starts_a_new_conversation(daemon: Instance, model: FakeModel) -> None:
+    calls: list[Request] = []
+
+    def flaky(req: Request) -> list[Any]:
+        calls.append(req)
+        if len(calls) == 1:
+            return error(500, "fresh exploded")
+        return [text("fresh done")]
+
+    script_flaky(model, "CT4F", flaky)
+    task_id = create(daemon, "CT4F-PLAN go")
+    old_session = agent_of(failed_once(daemon, task_id), "flaky")["session_id"]
+    steady_requests = len(model.requests_for("CT4F-STEADY"))
+
+    retry = daemon.cli("task", "retry", task_id, "--subtask", "flaky", "--fresh")
+
+    assert retry.returncode == 0, retry.stderr
+    done = settled(daemon, task_id)
+    assert done.returncode == 0, done.stderr + daemon.daemon_log()
+    task = daemon.show(task_id)
+    assert task["state"] == "completed"
+    new_session = agent_of(task, "flaky")["session_id"]
+    assert new_session and new_session != old_session
+    fresh = model.requests_for("CT4F-FLAKY")[1:]
+    assert fresh and {r.session_id for r in fresh} == {new_session}
+    assert "CT4F-FLAKY fails once" in fresh[0].first_user_text()
+    assert assistant_blocks(fresh[0]) == []
+    assert not any(told(r, RETRIED) or told(r, "fresh exploded") for r in fresh)
+    assert len(model.requests_for("CT4F-STEADY")) == steady_requests
