@@ -475,3 +475,70 @@ def test_retry_fresh_starts_a_new_conversation(daemon: Instance, model: FakeMode
     assert assistant_blocks(fresh[0]) == []
     assert not any(told(r, RETRIED) or told(r, "fresh exploded") for r in fresh)
     assert len(model.requests_for("CT4F-STEADY")) == steady_requests
+
+
+# 5. Relaunch with and without context ----------------------------------------------------------
+
+
+def test_relaunch_with_and_without_context(daemon: Instance, model: FakeModel) -> None:
+    relaunched = threading.Event()
+
+    def planner(req: Request) -> list[Any]:
+        if relaunched.is_set():
+            return [structured(plan(subtask("check", "CT5-CHECK read old.txt")))]
+        return [structured(plan(subtask("write", "CT5-WRITE write old.txt")))]
+
+    model.script("CT5-WRITE", [write("old.txt", "from the old task\n"), [text("wrote old.txt")]])
+    model.script(
+        "CT5-CHECK",
+        [
+            [tool_use("Bash", {"command": "cat old.txt"})],
+            lambda req: [text(f"saw: {(req.last_tool_result_text() or '').strip()}")],
+        ],
+    )
+    model.script("CT5-PLAN", agent(planner))
+    old_id = create(daemon, "CT5-PLAN go")
+    assert settled(daemon, old_id).returncode == 0, daemon.daemon_log()
+    old = daemon.show(old_id)
+    relaunched.set()
+
+    planners: dict[str, str] = {}
+    for context, prompt in [
+        (True, "CT5-PLAN check the old work"),
+        (False, "CT5-PLAN check without context"),
+    ]:
+        seen = len(model.requests_for("CT5-PLAN"))
+        flags = [] if context else ["--no-context"]
+        result = daemon.cli(
+            "task", "relaunch", old_id[:8], "--prompt", prompt, *flags, "--start", "--auto-approve"
+        )
+
+        assert result.returncode == 0, result.stderr
+        new_id = result.stdout.strip()
+        assert len(new_id) == 12 and new_id != old_id and new_id not in planners
+        done = settled(daemon, new_id)
+        assert done.returncode == 0, done.stderr + daemon.daemon_log()
+        new = daemon.show(new_id)
+        assert new["state"] == "completed" and new["prompt"] == prompt
+        assert new["workspace"] != old["workspace"]
+        assert (Path(new["workspace"]) / "old.txt").read_text() == "from the old task\n"
+        assert new["plan"]["subtasks"][0]["result"] == "saw: from the old task"
+        planners[new_id] = model.requests_for("CT5-PLAN")[seen].first_user_text()
+
+    with_context, without = planners.values()
+    for words in (
+        "Context:",
+        "continues an earlier one",
+        old_id,
+        "CT5-PLAN go",  # the old prompt
+        "completed",
+        "write [completed]",
+        "added old.txt",
+    ):
+        assert words in with_context, f"{words!r} not in the planner's prompt:\n{with_context}"
+        if words != "completed":
+            assert words not in without, f"{words!r} in a --no-context prompt:\n{without}"
+    assert "CT5-PLAN check the old work" in with_context
+    # The old task is as it was.
+    assert daemon.show(old_id)["state"] == "completed"
+    assert (Path(old["workspace"]) / "old.txt").read_text() == "from the old task\n"
