@@ -542,3 +542,145 @@ def test_relaunch_with_and_without_context(daemon: Instance, model: FakeModel) -
     # The old task is as it was.
     assert daemon.show(old_id)["state"] == "completed"
     assert (Path(old["workspace"]) / "old.txt").read_text() == "from the old task\n"
+
+
+# 6. Checkpoints: interval, retention, restore --------------------------------------------------
+
+
+def test_checkpoints_every_interval_keep_the_newest(
+    instance: Instance, model: FakeModel, holds: Callable[[], Hold]
+) -> None:
+    instance.env["KLAUDIO_CHECKPOINTS_INTERVAL"] = "1"
+    instance.env["KLAUDIO_CHECKPOINTS_KEEP"] = "2"
+    instance.start_daemon()
+    hold = holds()
+
+    def worker(req: Request) -> list[Any]:
+        if req.turn_index == 0:
+            return write("work.txt", "some work\n")
+        return hold([text("too late")])
+
+    model.script("CT6-WORK", agent(worker))
+    model.script("CT6-PLAN", [[structured(plan(subtask("w", "CT6-WORK work slowly")))]])
+    task_id = create(instance, "CT6-PLAN go")
+    hold.wait_entered()
+
+    def written() -> list[dict[str, Any]]:
+        return task_events(instance, task_id, "checkpoint")
+
+    wait_for(lambda: len(written()) >= 3, 30, "three interval checkpoints")
+    listed = wait_for(lambda: len(found := checkpoints(instance, task_id)) == 2 and found, 10, "2")
+    assert {c["reason"] for c in listed} == {"interval"}
+    stop(instance, task_id)
+
+    listed = checkpoints(instance, task_id)
+    assert len(listed) == 2, listed
+    assert [c["reason"] for c in listed] == ["stop", "interval"]
+    assert all(c["size_bytes"] > 0 and c["task"] == task_id for c in listed)
+    assert listed[0]["created_at"] >= listed[1]["created_at"]
+    # Pruned ones are gone from the disk too; nothing half-written is left.
+    folder = checkpoint_dir(instance, task_id)
+    on_disk = sorted(p.name for p in folder.iterdir())
+    assert on_disk == sorted(f"{c['id']}.tar" for c in listed)
+    for c in listed:
+        assert (folder / f"{c['id']}.tar").stat().st_size == c["size_bytes"]
+    history = written()
+    assert len(history) >= 4 and history[-1]["reason"] == "stop"
+    assert history[0]["id"] not in {c["id"] for c in listed}
+    # Each holds the work done so far (a tar with the workspace in it).
+    members = subprocess.run(
+        ["tar", "-tf", str(folder / f"{listed[0]['id']}.tar")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "workspace/work.txt" in members and "meta.json" in members
+
+
+def test_restore_puts_the_workspace_and_conversation_back(
+    instance: Instance, model: FakeModel, holds: Callable[[], Hold]
+) -> None:
+    instance.env["KLAUDIO_CHECKPOINTS_INTERVAL"] = "0"  # checkpoints on stops only
+    instance.start_daemon()
+    daemon = instance
+    first_hold, second_hold = holds(), holds()
+    phase = {"now": "first"}
+
+    def worker(req: Request) -> list[Any]:
+        now = phase["now"]
+        if now == "first":
+            if req.turn_index == 0:
+                return write("first.txt", "first\n", "Writing the first file.")
+            return first_hold([text("too late")])
+        if now == "second":
+            if req.turn_index == 0:
+                return write("second.txt", "second\n", "Writing the second file.")
+            return second_hold([text("too late")])
+        if req.turn_index == 0:
+            return write("third.txt", "third\n", "Writing the third file.")
+        return [text("done after the restore")]
+
+    model.script("CT6R-WORK", agent(worker))
+    model.script("CT6R-PLAN", [[structured(plan(subtask("w", "CT6R-WORK two files")))]])
+    task_id = create(daemon, "CT6R-PLAN go")
+    first_hold.wait_entered()
+    workspace = Path(daemon.show(task_id)["workspace"])
+    stop(daemon, task_id)
+    release(first_hold, model, "CT6R-WORK")
+    (a,) = checkpoints(daemon, task_id)
+    assert a["reason"] == "stop"
+
+    phase["now"] = "second"
+    assert daemon.cli("task", "resume", task_id).returncode == 0
+    second_hold.wait_entered()
+    assert (workspace / "second.txt").read_text() == "second\n"
+    busy = daemon.cli("task", "restore", task_id, a["id"])
+    assert busy.returncode == 4, busy.stderr
+    assert "running" in busy.stderr
+    stop(daemon, task_id)
+    release(second_hold, model, "CT6R-WORK")
+    b, a_again = checkpoints(daemon, task_id)
+    assert a_again == a and b["reason"] == "stop"
+
+    unknown = daemon.cli("task", "restore", task_id, "ffffffffffff")
+    assert unknown.returncode == 3, unknown.stderr
+    assert "ffffffffffff" in unknown.stderr
+
+    # A truncated archive is refused, naming it, and nothing changes.
+    archive = checkpoint_dir(daemon, task_id) / f"{b['id']}.tar"
+    os.truncate(archive, archive.stat().st_size // 2)
+    shown = daemon.show(task_id)
+    damaged = daemon.cli("task", "restore", task_id, b["id"][:6])
+    assert damaged.returncode == 2, damaged.stderr
+    assert b["id"] in damaged.stderr and len(damaged.stderr.splitlines()) == 1, damaged.stderr
+    assert daemon.show(task_id) == shown
+    assert (workspace / "second.txt").read_text() == "second\n"
+    assert checkpoints(daemon, task_id) == [b, a]
+
+    restored = daemon.cli("task", "restore", task_id, a["id"])
+
+    assert restored.returncode == 0, restored.stderr + daemon.daemon_log()
+    assert f"restored from checkpoint {a['id']}" in restored.stderr
+    task = daemon.show(task_id)
+    assert task["state"] == "paused" and a["id"] in task["reason"]
+    assert not (workspace / "second.txt").exists()
+    assert (workspace / "first.txt").read_text() == "first\n"
+    session = agent_of(task, "w")["session_id"]
+    seen = len(model.requests_for("CT6R-WORK"))
+    phase["now"] = "final"
+    assert daemon.cli("task", "resume", task_id).returncode == 0
+    done = settled(daemon, task_id)
+    assert done.returncode == 0, done.stderr + daemon.daemon_log()
+    task = daemon.show(task_id)
+    assert task["state"] == "completed"
+    assert task["plan"]["subtasks"][0]["result"] == "done after the restore"
+    assert sorted(p.name for p in workspace.iterdir() if p.suffix == ".txt") == [
+        "first.txt",
+        "third.txt",
+    ]
+    assert (workspace / "third.txt").stat().st_uid == os.getuid()
+    # The conversation went back too: the agent resumed from where it was at checkpoint A.
+    after = model.requests_for("CT6R-WORK")[seen:]
+    assert after and {r.session_id for r in after} == {session}
+    assert used_tool(after[0], "Write", file_path="/workspace/first.txt")
+    assert not used_tool(after[0], "Write", file_path="/workspace/second.txt")
