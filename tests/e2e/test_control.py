@@ -684,3 +684,77 @@ def test_restore_puts_the_workspace_and_conversation_back(
     assert after and {r.session_id for r in after} == {session}
     assert used_tool(after[0], "Write", file_path="/workspace/first.txt")
     assert not used_tool(after[0], "Write", file_path="/workspace/second.txt")
+
+
+# 7. SIGKILL while a checkpoint is being written ------------------------------------------------
+
+BIG = 400 << 20  # a sparse file: cheap to make, but each checkpoint copies all of it
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_no_torn_checkpoint(
+    instance: Instance, model: FakeModel, holds: Callable[[], Hold]
+) -> None:
+    instance.env["KLAUDIO_CHECKPOINTS_INTERVAL"] = "0"
+    instance.start_daemon()
+    first_hold, second_hold = holds(), holds()
+    resumed = threading.Event()
+
+    def worker(req: Request) -> list[Any]:
+        if req.turn_index == 0 and not told(req, PAUSED):
+            return write("first.txt", "first\n")
+        if not resumed.is_set():
+            return first_hold([text("too late")])
+        return second_hold([text("too late")])
+
+    model.script("CT7-WORK", agent(worker))
+    model.script("CT7-PLAN", [[structured(plan(subtask("w", "CT7-WORK hold on")))]])
+    task_id = create(instance, "CT7-PLAN go")
+    first_hold.wait_entered()
+    stop(instance, task_id)
+    release(first_hold, model, "CT7-WORK")
+    (a,) = checkpoints(instance, task_id)
+    workspace = Path(instance.show(task_id)["workspace"])
+    with open(workspace / "big.bin", "wb") as big:
+        big.truncate(BIG)
+    resumed.set()
+    assert instance.cli("task", "resume", task_id).returncode == 0
+    second_hold.wait_entered()
+    folder = checkpoint_dir(instance, task_id)
+
+    def writing() -> list[Path]:
+        return [p for p in folder.iterdir() if p.name.endswith(".tar.tmp")]
+
+    stopper = instance.popen("task", "stop", task_id, "--timeout", "5")
+    try:
+        (tmp,) = wait_for(writing, 30, "the stop's checkpoint being written", interval=0.005)
+        assert instance.process is not None
+        instance.process.kill()
+        instance.process.wait(10)
+    finally:
+        stopper.wait(30)
+    assert tmp.exists(), "the checkpoint was complete before the kill: make BIG bigger"
+    torn = tmp.name.removeprefix(".").removesuffix(".tar.tmp")
+    assert stopper.returncode != 0
+
+    instance.start_daemon()
+
+    task = wait_state(instance, task_id, "paused")
+    assert task["reason"] == "stopped by user"
+    assert not tmp.exists() and writing() == []
+    listed = checkpoints(instance, task_id)
+    assert torn not in {c["id"] for c in listed}
+    assert [c["reason"] for c in listed] == ["stop", "stop"] and listed[1] == a
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{c['id']}.tar" for c in listed)
+    for c in listed:
+        archive = folder / f"{c['id']}.tar"
+        assert archive.stat().st_size == c["size_bytes"]
+        subprocess.run(["tar", "-tf", str(archive)], capture_output=True, check=True)
+    assert running_containers(task_id) == []
+    os.unlink(workspace / "big.bin")
+
+    restored = instance.cli("task", "restore", task_id, listed[0]["id"])
+
+    assert restored.returncode == 0, restored.stderr + instance.daemon_log()
+    assert state_of(instance, task_id) == "paused"
+    assert (workspace / "big.bin").stat().st_size == BIG
+    assert (workspace / "first.txt").read_text() == "first\n"
