@@ -48,15 +48,6 @@ def append(root: Path, data: bytes) -> None:
         handle.write(data)
 
 
-# Known bug: a line over MAX_LINE by less than READ_CHUNK is kept whole, because _take appends
-# the bytes up to a newline without checking the limit.
-OVER_BY_LESS_THAN_A_CHUNK = pytest.mark.xfail(
-    strict=True,
-    reason="bug: OutputFile._take keeps a line up to MAX_LINE + READ_CHUNK - 1 bytes long when "
-    "its newline is in the chunk that crosses MAX_LINE",
-)
-
-
 # Sizes around the read chunk and far beyond it; each line comes back whole and exact.
 @pytest.mark.parametrize(
     "size",
@@ -107,10 +98,8 @@ def test_an_empty_or_missing_file_gives_nothing(root: Path) -> None:
 @pytest.mark.parametrize(
     "size",
     [
-        *(
-            pytest.param(size, marks=OVER_BY_LESS_THAN_A_CHUNK)
-            for size in (MAX_LINE + 1, MAX_LINE + READ_CHUNK // 2)
-        ),
+        MAX_LINE + 1,  # over by less than a chunk: its newline is in the chunk that crosses
+        MAX_LINE + READ_CHUNK // 2,
         MAX_LINE + 2 * MiB + 17,
         3 * MAX_LINE,
     ],
