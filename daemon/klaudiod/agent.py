@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ def command(config: Config, session_id: str, planner: bool, resume: bool = False
     return args
 
 
+# Exit codes of a process ended by a signal it did not ask for (128 + the signal's number).
+KILLED_BY = {137: "SIGKILL", 143: "SIGTERM"}
+
 # Resume messages: the next user turn of an agent's own conversation.
 PAUSED_MESSAGE = (
     "You were paused and have now been resumed in the same workspace. Continue your task where "
@@ -104,11 +108,13 @@ class Outcome:
     resets_at: float | None = None
     # The Docker engine went away while the run was going (its container was killed).
     engine_lost: bool = False
+    # A signal from outside (SIGTERM, SIGKILL) ended it before it finished its turn.
+    killed: bool = False
 
     @property
     def interrupted(self) -> bool:
         """Whether something outside the agent ended the run: it can resume later."""
-        return self.limited or self.engine_lost
+        return self.limited or self.engine_lost or self.killed
 
 
 @dataclass
@@ -149,6 +155,15 @@ def outcome(
         return fail(f"killed: out of memory (exit {exit_code})")
     if exit_code is None:
         return fail("the container disappeared before the agent finished")
+    unfinished = (
+        last is None
+        or last.get("is_error")
+        or last.get("terminal_reason") not in (None, "completed")
+    )
+    if exit_code in KILLED_BY and unfinished:
+        signal = KILLED_BY[exit_code]
+        reason = f"killed by {signal} (exit {exit_code}) before it finished its turn"
+        return dataclasses.replace(fail(reason), killed=True)
     if last is None:
         said = _last_stderr_line(out_file.with_name("err.log"))
         return fail(f"exit {exit_code} without a result event" + (f": {said}" if said else ""))

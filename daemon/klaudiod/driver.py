@@ -75,22 +75,26 @@ class Driver:
         if task.state == states.RUNNING:
             plan = await kit.db.call(kit.store.plan, task.id)
             strategy = plan.strategy if plan else "dag"
-            autosave = asyncio.create_task(self._autosave(), name=f"autosave-{task.id}")
+            ran = asyncio.Event()
+            autosave = asyncio.create_task(self._autosave(ran), name=f"autosave-{task.id}")
             try:
                 pause = await executor_for(strategy, kit).execute(task, self.stopping)
             finally:
-                autosave.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await autosave
+                # Not cancelled: a checkpoint being written is finished and recorded first.
+                ran.set()
+                await autosave
         await self._settle(pause)
 
-    async def _autosave(self) -> None:
-        """Checkpoint the running task every checkpoints.interval seconds."""
+    async def _autosave(self, ran: asyncio.Event) -> None:
+        """Checkpoint the running task every checkpoints.interval seconds until ran is set."""
         interval = self._kit.config.checkpoints.interval
         if interval <= 0:
             return
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await ran.wait()
+                    return
             await self._checkpoint("interval")
 
     async def _checkpoint(self, reason: str) -> None:
@@ -136,10 +140,17 @@ class Driver:
         task waits for `klaudio task resume`.
         """
         if not pause.limited:
-            reason = (
-                f"the Docker engine went away ({pause.reason}); resume with "
-                f"`klaudio task resume {task.id[:8]}` once it is back"
-            )
+            resume = f"`klaudio task resume {task.id[:8]}`"
+            if pause.engine_lost:
+                reason = (
+                    f"the Docker engine went away ({pause.reason}); resume with {resume} once "
+                    "it is back"
+                )
+            else:
+                reason = (
+                    f"an agent was killed from outside klaudio ({pause.reason}), by the Docker "
+                    f"engine stopping or by someone; resume with {resume}"
+                )
             await self._transition(states.PAUSED, reason)
             return
         limit = pause

@@ -46,11 +46,12 @@ class Interruption:
     reason: str
     resets_at: float | None
     limited: bool
+    engine_lost: bool = False
 
     @classmethod
     def of(cls, result: Outcome) -> Interruption:
         """The interruption that ended a run."""
-        return cls(result.reason, result.resets_at, result.limited)
+        return cls(result.reason, result.resets_at, result.limited, result.engine_lost)
 
 
 class Executor(Protocol):
@@ -87,9 +88,13 @@ class DagExecutor:
         pause: Interruption | None = None
         try:
             while True:
-                if not stop.is_set():
-                    for sub in await self._ready(task.id, set(running.values()), len(running)):
-                        running[asyncio.create_task(self._run(task, sub, stop))] = sub
+                ready = await self._ready(task.id, set(running.values()), len(running))
+                if stop.is_set():
+                    # Stopping: only what is running already (adopted after a restart) is
+                    # taken on, to be stopped and recorded; nothing new starts.
+                    ready = [s for s in ready if s.state == states.SUBTASK_RUNNING]
+                for sub in ready:
+                    running[asyncio.create_task(self._run(task, sub, stop))] = sub
                 if not running:
                     return pause
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

@@ -89,4 +89,7 @@ class Kit:
         if not agent.home:
             return False
         home = Path(agent.home)
-        return safefs.kind(home, f"{TRANSCRIPTS}/{agent.session_id}.jsonl") == "file"
+        try:
+            return safefs.kind(home, f"{TRANSCRIPTS}/{agent.session_id}.jsonl") == "file"
+        except safefs.Refused:
+            return False  # a link planted on the way: there is no conversation to trust

@@ -415,4 +415,23 @@ def test_a_run_without_a_result_or_stderr_says_just_that(tmp_path: Path) -> None
     out = tmp_path / "out.jsonl"
     out.write_text("")
 
-    assert outcome(out, 143).reason == "exit 143 without a result event"
+    assert outcome(out, 1).reason == "exit 1 without a result event"
+
+
+@pytest.mark.parametrize(("code", "signal"), [(143, "SIGTERM"), (137, "SIGKILL")])
+def test_a_run_killed_by_a_signal_before_its_result_is_interrupted_not_failed(
+    tmp_path: Path, code: int, signal: str
+) -> None:
+    judged = outcome(out_file(tmp_path, INIT, ASSISTANT), code)
+
+    assert not judged.ok
+    assert judged.killed and judged.interrupted
+    assert judged.reason == f"killed by {signal} (exit {code}) before it finished its turn"
+
+
+def test_a_run_killed_after_its_successful_result_is_not_interrupted(tmp_path: Path) -> None:
+    # It finished its turn; the signal came later (exit 143 with a success result and exit 0
+    # would be a contradiction claude does not produce, but the result decides).
+    judged = outcome(out_file(tmp_path, INIT, result()), 143)
+
+    assert not judged.killed
