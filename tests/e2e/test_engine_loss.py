@@ -85,8 +85,10 @@ def agents_running(instance: Instance) -> int:
     return int(found.group(1))
 
 
-def assert_engine_loss_recorded(instance: Instance, task_id: str) -> dict[str, Any]:
-    """Each agent stopped, with its exit code and the engine named; the task paused for it."""
+def assert_engine_loss_recorded(
+    instance: Instance, task_id: str, engine_named: bool = True
+) -> dict[str, Any]:
+    """Each agent stopped, with its exit code (and the engine named); the task paused for it."""
     task = instance.show(task_id)
     agents = {a["name"]: a for a in task["agents"]}
     assert not [a for a in task["agents"] if a["state"] in LIVE], task["agents"]
@@ -95,7 +97,8 @@ def assert_engine_loss_recorded(instance: Instance, task_id: str) -> dict[str, A
         assert agent["state"] == "stopped", agent
         assert agent["exit_code"] == 143, agent
         assert "143" in agent["reason"], agent
-        assert "the Docker engine went away" in agent["reason"], agent
+        if engine_named:
+            assert "the Docker engine went away" in agent["reason"], agent
         assert "did not start" not in agent["reason"], agent
     assert task["state"] == "paused", task
     assert "Docker engine" in task["reason"], task["reason"]
@@ -180,34 +183,39 @@ def test_engine_stopped_mid_run_leaves_nothing_running_or_behind(
     assert "Traceback" not in log, log[-4000:]
 
 
-ENGINE_STOP_JUDGED_AS_FAILURE = pytest.mark.xfail(
-    strict=True,
-    reason="bug: when dockerd is stopped (SIGTERM) the daemon reads exit_code 143 while the "
-    "engine still answers (it is stopping its containers), so each run ends failed 'exit 143 "
-    "without a result event' and the task fails instead of pausing for the engine",
-)
-
-
-@ENGINE_STOP_JUDGED_AS_FAILURE
-def test_engine_stopped_mid_run_pauses_the_task_truthfully_and_it_resumes(
+def test_engine_stopped_mid_run_pauses_the_task_and_it_resumes(
     engine_daemon: Instance, model: FakeModel, private_engine: PrivateEngine
 ) -> None:
     task_id, _ = start_and_lose_the_engine(engine_daemon, model, private_engine)
 
-    # Judged while the engine is still down: each run stopped by the engine, the task paused.
-    assert_engine_loss_recorded(engine_daemon, task_id)
+    # Judged while the engine is still down: each run stopped, the task paused for the engine.
+    assert_engine_loss_recorded(engine_daemon, task_id, engine_named=False)
     assert agents_running(engine_daemon) == 0
 
     private_engine.start()
 
     wait_for(lambda: containers(private_engine, task_id) == [], 60, "the leftover containers")
-    assert_engine_loss_recorded(engine_daemon, task_id)
+    assert_engine_loss_recorded(engine_daemon, task_id, engine_named=False)
     log = engine_daemon.daemon_log()
     assert "Traceback" not in log, log[-4000:]
 
     resume_to_completion(engine_daemon, model, task_id, private_engine)
     log = engine_daemon.daemon_log()
     assert "Traceback" not in log, log[-4000:]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: dockerd stopping still answers while it stops the containers, so the daemon "
+    "sees exit 143 from a live engine: no agent's reason names the Docker engine (each says "
+    "'killed by SIGTERM (exit 143) before it finished its turn')",
+)
+def test_engine_stopped_mid_run_each_agent_names_the_engine(
+    engine_daemon: Instance, model: FakeModel, private_engine: PrivateEngine
+) -> None:
+    task_id, _ = start_and_lose_the_engine(engine_daemon, model, private_engine)
+
+    assert_engine_loss_recorded(engine_daemon, task_id, engine_named=True)
 
 
 def test_a_daemon_started_while_the_engine_is_down_reconciles_when_it_returns(

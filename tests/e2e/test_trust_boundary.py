@@ -394,17 +394,7 @@ HOME_PLANTS = {
 }
 
 
-HAS_TRANSCRIPT_REFUSAL = pytest.mark.xfail(
-    strict=True,
-    reason="bug: Kit.has_transcript lets safefs.Refused escape when a directory on the way to "
-    "the transcript is a link: new_run raises, the subtask fails as 'internal error' with a "
-    "traceback in the daemon log",
-)
-
-
-@pytest.mark.parametrize(
-    "key", ["transcript", pytest.param("projects", marks=HAS_TRANSCRIPT_REFUSAL)]
-)
+@pytest.mark.parametrize("key", list(HOME_PLANTS))
 def test_a_planted_link_in_the_home_is_not_followed_on_resume(
     attacked: Instance, model: FakeModel, canary: Canary, key: str
 ) -> None:
