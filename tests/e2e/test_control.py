@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import Instance, wait_for
 from tests.e2e.test_run import plan, subtask
 from tests.engine import PrivateEngine
-from tests.fakemodel import FakeModel, Request, error, structured, text, tool_use, usage_limit
+from tests.fakemodel import FakeModel, Request, Turn, error, structured, text, tool_use, usage_limit
 
 pytestmark = pytest.mark.docker
 
@@ -102,6 +102,12 @@ def write(path: str, content: str, words: str = "Writing.") -> list[Any]:
     return [text(words), tool_use("Write", {"file_path": f"/workspace/{path}", "content": content})]
 
 
+def failure(turn: Turn) -> list[Any]:
+    """An error turn (error(), usage_limit()) as what a callable turn returns."""
+    assert isinstance(turn, list)
+    return turn
+
+
 class Hold:
     """A model turn that blocks until released: the agent is busy while the test acts."""
 
@@ -113,6 +119,10 @@ class Hold:
         self.entered.set()
         self.release.wait(HOLD)
         return reply
+
+    def turn(self, req: Request) -> list[Any]:
+        """As a whole script turn: hold, then answer (to nobody, once the agent was stopped)."""
+        return self([text("too late")])
 
     def wait_entered(self, what: str = "the held model turn") -> None:
         wait_for(self.entered.is_set, 120, what)
@@ -338,7 +348,7 @@ def test_cancel_from_running_and_from_paused(
 ) -> None:
     held = {"CT3-RUN-W": holds(), "CT3-PAUSE-W": holds()}
     for marker, hold in held.items():
-        model.script(marker, agent(lambda req, hold=hold: hold([text("too late")])))
+        model.script(marker, agent(hold.turn))
     model.script("CT3-RUN", [[structured(plan(subtask("w", "CT3-RUN-W hold on")))]])
     model.script("CT3-PAUSE", [[structured(plan(subtask("w", "CT3-PAUSE-W hold on")))]])
     running_id = create(daemon, "CT3-RUN go")
@@ -410,7 +420,7 @@ def test_retry_resumes_the_failed_agent_with_the_reason(daemon: Instance, model:
             return [text("flaky done")]
         if req.turn_index == 0:
             return write("flaky.txt", "half done\n", "Starting the flaky work.")
-        return error(500, "flaky exploded")
+        return failure(error(500, "flaky exploded"))
 
     script_flaky(model, "CT4", flaky)
     task_id = create(daemon, "CT4-PLAN go")
@@ -450,7 +460,7 @@ def test_retry_fresh_starts_a_new_conversation(daemon: Instance, model: FakeMode
     def flaky(req: Request) -> list[Any]:
         calls.append(req)
         if len(calls) == 1:
-            return error(500, "fresh exploded")
+            return failure(error(500, "fresh exploded"))
         return [text("fresh done")]
 
     script_flaky(model, "CT4F", flaky)
@@ -761,13 +771,6 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_torn_checkpoint(
 # 8. The daemon dies with a stop in flight ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: after a restart with a recorded stop, DagExecutor.execute does not "
-    "adopt the running subtask (it only looks for ready subtasks when no stop is set), so the "
-    "task is paused while its run, agent and subtask stay 'running' (and a container, if the "
-    "engine had not stopped it, keeps running); `task resume` then judges that run as failed",
-)
 def test_a_stop_in_flight_when_the_daemon_dies_is_finished_after_restart(
     private_daemon: Instance,
     private_engine: PrivateEngine,
@@ -824,3 +827,65 @@ def test_a_stop_in_flight_when_the_daemon_dies_is_finished_after_restart(
     done = settled(daemon, task_id)
     assert done.returncode == 0, done.stderr + daemon.daemon_log()
     assert daemon.show(task_id)["plan"]["subtasks"][0]["result"] == "resumed and done"
+
+
+# 9. Usage limits -------------------------------------------------------------------------------
+
+
+def epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.parametrize("resumed_by", ["itself", "user"])
+def test_a_usage_limit_pauses_until_it_lifts(
+    instance: Instance, model: FakeModel, resumed_by: str
+) -> None:
+    del instance.env["ANTHROPIC_API_KEY"]
+    instance.env["CLAUDE_CODE_OAUTH_TOKEN"] = "oauth-test"
+    instance.start_daemon()
+    wait = 6.0 if resumed_by == "itself" else 3600.0
+    limit: dict[str, float] = {}
+
+    def worker(req: Request) -> list[Any]:
+        if "resets_at" not in limit:
+            limit["resets_at"] = float(int(time.time() + wait))
+            return failure(usage_limit(limit["resets_at"]))
+        limit.setdefault("resumed", time.time())
+        return [text("done after the limit")]
+
+    model.script("CT9-WORK", agent(worker))
+    model.script("CT9-PLAN", [[structured(plan(subtask("w", "CT9-WORK hit the limit")))]])
+    task_id = create(instance, "CT9-PLAN go")
+
+    task = wait_state(instance, task_id, "paused")
+    resets_at = limit["resets_at"]
+    assert time.time() < resets_at, "paused too late to tell an automatic resume"
+    assert "usage limit" in task["reason"] and "resumes by itself at" in task["reason"], task
+    assert task["resume_at"] is not None
+    assert resets_at <= epoch(task["resume_at"]) <= resets_at + 2
+    assert agent_of(task, "w")["state"] == "stopped"
+    assert running_containers(task_id) == []
+    waited = instance.cli("task", "wait", task_id, "--timeout", "0")
+    assert waited.returncode == 7 and "resumes by itself at" in waited.stderr, waited.stderr
+    assert "resumes by itself at" in instance.cli("task", "show", task_id, check=True).stdout
+
+    if resumed_by == "user":
+        resume = instance.cli("task", "resume", task_id)
+        assert resume.returncode == 0, resume.stderr
+    task = wait_state(instance, task_id, "completed", timeout=70)
+
+    assert task["plan"]["subtasks"][0]["result"] == "done after the limit"
+    assert task["resume_at"] is None
+    if resumed_by == "itself":
+        assert limit["resumed"] >= resets_at
+    else:
+        assert limit["resumed"] < resets_at - 3000
+    first, *after = model.requests_for("CT9-WORK")
+    assert after and {r.session_id for r in after} == {first.session_id}
+    assert told(after[0], PAUSED)
+    assert all(r.headers.get("authorization") == "Bearer oauth-test" for r in after)
+    reason = "resumed after the usage limit" if resumed_by == "itself" else "resumed by user"
+    running = [e for e in task_events(instance, task_id, "task") if e["state"] == "running"]
+    assert running[-1]["reason"] == reason
