@@ -34,11 +34,13 @@ PLANTED = "PLANTED-OK"
 # Somebody else's uid: a chown that followed a link onto the canary would change it.
 OTHER_UID = 4242
 HOLD_SECONDS = 90.0
-# Kills the agent's own Claude Code process from inside its Bash tool: the ancestor of this
-# shell whose parent is the entrypoint. (The pattern does not match the command's own text.)
+# Ends the agent's own Claude Code process from inside its Bash tool with SIGALRM (exit 142, no
+# result event): the ancestor of this shell whose parent is the entrypoint. (SIGTERM or SIGKILL
+# would count as killed from outside, a pause, and err.log would not be read. The pattern does
+# not match the command's own text.)
 KILL_CLAUDE = (
     "p=$$; while [ \"$p\" -gt 1 ]; do pp=$(cut -d' ' -f4 /proc/$p/stat); "
-    "if tr '\\0' ' ' </proc/$pp/cmdline | grep -q 'klaudio[-]agent'; then kill -9 \"$p\"; "
+    "if tr '\\0' ' ' </proc/$pp/cmdline | grep -q 'klaudio[-]agent'; then kill -ALRM \"$p\"; "
     "break; fi; p=$pp; done"
 )
 
@@ -339,7 +341,7 @@ def test_a_tampered_run_directory_fails_the_run_without_reading_it(
     for kind, (plant, _) in RUN_DIR_KINDS.items():
         command = f"rm -f {path} && " + plant.format(file=canary.file, dir=canary.dir, path=path)
         if name == "err.log":
-            # err.log is read only when the agent ends without a result: it dies instead.
+            # err.log is read only when the agent ends without a result: it dies of a signal.
             turns: list[Any] = [[bash(f"{command} && {KILL_CLAUDE}")], [text("not reached")]]
         else:
             turns = [[bash(f"{command} && echo {PLANTED}")], held(release, f"{kind} ended")]
@@ -366,7 +368,7 @@ def test_a_tampered_run_directory_fails_the_run_without_reading_it(
             assert agent["reason"].endswith(
                 f"without a result event: (err.log refused: err.log is {what}, not a regular file)"
             ), (kind, agent["reason"])
-            assert agent["exit_code"] == 137, (kind, agent)
+            assert agent["exit_code"] == 142, (kind, agent)
         else:
             assert agent["reason"] == (
                 f"its run directory was tampered with: {name} is {what}, not a regular file"
