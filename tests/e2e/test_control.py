@@ -554,6 +554,8 @@ def test_relaunch_with_and_without_context(daemon: Instance, model: FakeModel) -
 
 # 6. Checkpoints: interval, retention, restore --------------------------------------------------
 
+BIG_SLOW = 1 << 30
+
 
 def test_checkpoints_every_interval_keep_the_newest(
     instance: Instance, model: FakeModel, holds: Callable[[], Hold]
@@ -603,6 +605,43 @@ def test_checkpoints_every_interval_keep_the_newest(
         check=True,
     ).stdout.splitlines()
     assert "workspace/work.txt" in members and "meta.json" in members
+
+
+def writes(folder: Path) -> set[str]:
+    """The names of the checkpoints being written."""
+    return {p.name for p in folder.iterdir() if p.name.endswith(".tar.tmp")}
+
+
+def test_a_stop_during_an_interval_checkpoint_records_it_first(
+    instance: Instance, model: FakeModel, holds: Callable[[], Hold]
+) -> None:
+    instance.env["KLAUDIO_CHECKPOINTS_INTERVAL"] = "1"
+    instance.start_daemon()
+    hold = holds()
+    model.script("CT6S-WORK", agent(hold.turn))
+    model.script("CT6S-PLAN", [[structured(plan(subtask("w", "CT6S-WORK hold on")))]])
+    task_id = create(instance, "CT6S-PLAN go")
+    hold.wait_entered()
+    folder = checkpoint_dir(instance, task_id)
+    wait_for(folder.is_dir, 30, "the first interval checkpoint")
+    with open(Path(instance.show(task_id)["workspace"]) / "big.bin", "wb") as big:
+        big.truncate(BIG_SLOW)  # sparse: cheap to make, but copying it takes a second or more
+    earlier = writes(folder)
+    (tmp,) = wait_for(lambda: writes(folder) - earlier, 30, "a checkpoint of big.bin", 0.005)
+    interval = tmp.removeprefix(".").removesuffix(".tar.tmp")
+
+    stop(instance, task_id)
+
+    # The interval checkpoint the stop came upon was finished and recorded before the stop's
+    # own; no archive was left on disk without a record, nor half-written.
+    assert not writes(folder)
+    recorded = [(e["id"], e["reason"]) for e in task_events(instance, task_id, "checkpoint")]
+    assert (interval, "interval") in recorded and recorded[-1][1] == "stop", recorded
+    listed = checkpoints(instance, task_id)
+    assert [c["reason"] for c in listed] == ["stop", "interval", "interval"]
+    assert listed[1]["id"] == interval
+    on_disk = sorted(p.name for p in folder.iterdir())
+    assert on_disk == sorted(f"{c['id']}.tar" for c in listed), "an archive without a record"
 
 
 def test_restore_puts_the_workspace_and_conversation_back(
