@@ -15,6 +15,7 @@ import grpc
 
 from klaudio import errors
 from klaudio.paths import Paths, check_socket, ensure_private_dir
+from klaudio.rpc import TOKEN_METADATA
 from klaudio.rpc.v1 import (
     checkpoints_pb2,
     checkpoints_pb2_grpc,
@@ -29,7 +30,6 @@ from klaudio.rpc.v1 import (
 )
 
 T = TypeVar("T")
-TOKEN_METADATA = "x-klaudio-token"
 START_TIMEOUT = 15.0
 CALL_TIMEOUT = 60.0
 

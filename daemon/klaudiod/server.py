@@ -13,6 +13,7 @@ import grpc
 
 from klaudio import validate
 from klaudio.paths import Paths, check_socket, ensure_private_dir
+from klaudio.rpc import TOKEN_METADATA
 from klaudio.rpc.v1 import (
     checkpoints_pb2_grpc,
     daemon_pb2_grpc,
@@ -21,7 +22,6 @@ from klaudio.rpc.v1 import (
     tasks_pb2_grpc,
 )
 
-TOKEN_METADATA = "x-klaudio-token"
 # Far above the largest request the CLI sends (a prompt of at most MAX_PROMPT_BYTES, a name and
 # a repo), so a valid request always reaches the checks that name what is wrong with it.
 MAX_RECEIVE_BYTES = 4 * validate.MAX_PROMPT_BYTES

@@ -120,3 +120,48 @@ def test_constants_match_their_names() -> None:
     assert states.CREATED == "created"
     assert states.AWAITING_ANSWERS == "awaiting_answers"
     assert frozenset({"starting", "running"}) == states.AGENT_LIVE
+
+
+# One definition each, tied together -----------------------------------------------------------
+
+
+def test_the_proto_enum_names_exactly_the_task_states() -> None:
+    from klaudio.rpc.v1 import tasks_pb2
+
+    names = [
+        tasks_pb2.TaskState.Name(v).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]
+        for v in tasks_pb2.TaskState.values()
+    ]
+    assert names == ["unspecified", *TASK_STATES]
+
+
+def test_the_cli_names_the_states_as_the_proto_numbers_them() -> None:
+    from klaudio.cli.format import STATE_NAMES
+    from klaudio.rpc.v1 import tasks_pb2
+
+    proto = {
+        v: tasks_pb2.TaskState.Name(v).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]
+        for v in tasks_pb2.TaskState.values()
+    }
+    assert proto == STATE_NAMES
+
+
+def test_event_kinds_are_the_same_numbers_on_every_side() -> None:
+    from klaudio.cli import follow, render
+    from klaudio.rpc.v1 import stream_pb2
+    from klaudiod.store import KIND_AGENT, KIND_TASK
+
+    assert (KIND_AGENT, KIND_TASK) == (stream_pb2.EVENT_KIND_AGENT, stream_pb2.EVENT_KIND_TASK)
+    assert (render.AGENT_OUTPUT, render.TASK_EVENT) == (KIND_AGENT, KIND_TASK)
+    assert follow.KINDS == {KIND_AGENT: "agent", KIND_TASK: "task"}
+
+
+def test_every_transition_table_names_known_states_only() -> None:
+    for table, known in [
+        (states.TRANSITIONS, set(TASK_STATES)),
+        (states.SUBTASK_TRANSITIONS, set(states.SUBTASK_TRANSITIONS)),
+        (states.RUN_TRANSITIONS, set(states.RUN_TRANSITIONS)),
+        (states.AGENT_TRANSITIONS, set(states.AGENT_TRANSITIONS)),
+    ]:
+        for source, targets in table.items():
+            assert source in known and targets <= known, (source, targets - known)
