@@ -44,7 +44,7 @@ class Driver:
 
     def request_stop(self, reason: str, grace: float | None = None) -> None:
         """Stop the task's agents (the stop or cancel itself is already recorded)."""
-        self.stopping.set(reason, grace)
+        self.stopping.set(reason, grace, by_user=True)
 
     async def drive(self) -> None:
         """Drive the task until it settles; never raises but for cancellation."""
@@ -62,7 +62,7 @@ class Driver:
         kit = self._kit
         task = await kit.db.call(kit.store.task, self.task_id)
         if task.control:
-            self.stopping.set(_BY_USER[task.control])
+            self.stopping.set(_BY_USER[task.control], by_user=True)
         pause: Interruption | None = None
         if task.state == states.PLANNING:
             target, reason, pause = await Planning(kit).plan(task, self.stopping)

@@ -37,6 +37,8 @@ READ_CHUNK = 1 << 20
 MAX_LINE = 16 << 20
 # How long a run waits for a Docker engine that stopped answering before it gives up.
 ENGINE_PATIENCE_SECONDS = 60.0
+# How long a killed run's end waits to see whether the engine is going away.
+ENGINE_SHUTDOWN_SECONDS = 3.0
 EXIT_CODE_LIMIT = 64
 # How long a stopped agent gets to end its turn after SIGINT before SIGTERM and SIGKILL.
 DEFAULT_GRACE_SECONDS = 10.0
@@ -120,12 +122,15 @@ class Stop:
         self._event = asyncio.Event()
         self.grace = DEFAULT_GRACE_SECONDS
         self.reason = "stopped"
+        # A person asked (stop, cancel), as opposed to the daemon after an interruption.
+        self.by_user = False
 
-    def set(self, reason: str, grace: float | None = None) -> None:
+    def set(self, reason: str, grace: float | None = None, by_user: bool = False) -> None:
         """Ask the agents to stop (the first request's reason and grace stand)."""
         if not self._event.is_set():
             self.reason = reason
             self.grace = DEFAULT_GRACE_SECONDS if grace is None else grace
+            self.by_user = by_user
             self._event.set()
 
     def is_set(self) -> bool:
@@ -260,10 +265,27 @@ class AgentRunner:
                 engine_lost = True
         oom = bool(container and container.oom_killed)
         result = await asyncio.to_thread(outcome, run_dir / "out.jsonl", exit_code, oom, planner)
+        if result.killed and not engine_lost and not stop.by_user:
+            engine_lost = await self._engine_going()
         if engine_lost and not result.ok:
             reason = f"{result.reason}; the Docker engine went away meanwhile"
             result = dataclasses.replace(result, reason=reason, engine_lost=True)
         return result
+
+    async def _engine_going(self) -> bool:
+        """Whether the engine stops answering within a few seconds.
+
+        An engine shutting down stops every container first and answers a moment longer, so a
+        killed run is the first sign of it.
+        """
+        deadline = time.monotonic() + ENGINE_SHUTDOWN_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.to_thread(self._runtime.ping)
+            except EngineUnavailable:
+                return True
+            await asyncio.sleep(0.2)
+        return False
 
     async def _follow(
         self, run: RunRecord, out: OutputFile

@@ -158,6 +158,15 @@ class Runtime:
             detach=True,
         )
 
+    def ping(self) -> None:
+        """Return if the engine answers.
+
+        Raises:
+            EngineUnavailable: when it does not.
+        """
+        with docker_errors("pinging the engine"):
+            self.client.ping()
+
     def state(self, name: str) -> ContainerState | None:
         """The container's state, or None when no such container exists."""
         with docker_errors(f"inspecting container {name}"):
