@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -52,6 +53,22 @@ class AgentsConfig:
 
 
 @dataclass(frozen=True)
+class PlanningConfig:
+    """How the planner works with people."""
+
+    # Rounds of questions the planner may ask before it must plan.
+    max_question_rounds: int = 3
+
+
+@dataclass(frozen=True)
+class TeamsConfig:
+    """Team templates."""
+
+    # The team of a task created without --team.
+    default: str = "solo"
+
+
+@dataclass(frozen=True)
 class CheckpointsConfig:
     """Archives of a task's workspace and agent sessions."""
 
@@ -76,6 +93,8 @@ class Config:
     claude: ClaudeConfig = field(default_factory=ClaudeConfig)
     docker: DockerConfig = field(default_factory=DockerConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
+    planning: PlanningConfig = field(default_factory=PlanningConfig)
+    teams: TeamsConfig = field(default_factory=TeamsConfig)
     checkpoints: CheckpointsConfig = field(default_factory=CheckpointsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
@@ -193,6 +212,14 @@ def _validate(config: Config, values: Mapping[str, tuple[Any, str]]) -> None:
             "checkpoints.interval must be a number of seconds, 0 or more",
         ),
         (config.checkpoints.keep >= 1, "checkpoints.keep must be at least 1"),
+        (
+            config.planning.max_question_rounds >= 0,
+            "planning.max_question_rounds must not be negative",
+        ),
+        (
+            re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", config.teams.default) is not None,
+            "teams.default must be a team name (lower-case letters, digits and dashes)",
+        ),
         (
             math.isfinite(config.checkpoints.retention_days)
             and config.checkpoints.retention_days > 0,

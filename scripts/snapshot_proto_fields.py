@@ -12,10 +12,19 @@ SNAPSHOT = ROOT / "tests/data/proto_fields.json"
 
 def current() -> dict[str, dict[str, Any]]:
     """Message or enum full name -> {field or value name: number}, for all of klaudio.rpc.v1."""
-    from klaudio.rpc.v1 import checkpoints_pb2, daemon_pb2, images_pb2, stream_pb2, tasks_pb2
+    from klaudio.rpc.v1 import (
+        checkpoints_pb2,
+        daemon_pb2,
+        images_pb2,
+        plans_pb2,
+        stream_pb2,
+        tasks_pb2,
+        teams_pb2,
+    )
 
     found: dict[str, dict[str, Any]] = {}
-    for module in (checkpoints_pb2, daemon_pb2, images_pb2, stream_pb2, tasks_pb2):
+    modules = (checkpoints_pb2, daemon_pb2, images_pb2, plans_pb2, stream_pb2, tasks_pb2, teams_pb2)
+    for module in modules:
         descriptor = module.DESCRIPTOR
         for message in descriptor.message_types_by_name.values():
             found[message.full_name] = {f.name: f.number for f in message.fields}

@@ -55,22 +55,25 @@ class Kit:
         """The task's files on the host."""
         return TaskFiles(self.paths.tasks_dir, task_id)
 
-    async def new_run(self, task: TaskRecord, agent: AgentRecord, fresh_prompt: str) -> RunRecord:
+    async def new_run(
+        self, task: TaskRecord, agent: AgentRecord, fresh_prompt: str, message: str = ""
+    ) -> RunRecord:
         """Record the agent's next run (intent before effect).
 
-        The run resumes the agent's conversation when it has one on disk, with the message its
-        last run's end calls for; otherwise it starts afresh with fresh_prompt.
+        The run resumes the agent's conversation when it has one on disk, with message (the
+        task's pending planner message: answers, a replan's context) or else the message its
+        last run's end calls for; otherwise it starts afresh with fresh_prompt (and message).
         """
         last = await self.db.call(self.store.latest_run, agent.id)
         resume = last is not None and await asyncio.to_thread(self.has_transcript, agent)
         if resume and last is not None:
-            prompt = (
+            prompt = message or (
                 agentlib.retry_message(last.reason or agent.reason)
                 if last.state == "failed"
                 else agentlib.PAUSED_MESSAGE
             )
         else:
-            prompt = fresh_prompt
+            prompt = fresh_prompt + (f"\n{message}\n" if message else "")
         epoch = 0 if last is None else last.epoch + 1
         run, event = await self.db.call(
             self.store.start_run,
@@ -80,6 +83,7 @@ class Kit:
             str(self.files(task.id).run_dir(agent.name, epoch)),
             prompt,
             resume,
+            bool(message),
         )
         self.bus.publish([event])
         return run

@@ -162,8 +162,27 @@ _V3 = (
     'CREATE INDEX "checkpoint_task_id" ON "checkpoint" ("task_id")',
 )
 
+# Version 4: planning in depth. A task records its team and effective settings when it is
+# created (JSON), the plan version approved, and the next message for its planner (answers,
+# a replan's context) until a planner run takes it; plans say who wrote them; questions
+# their round and when they were answered. Tasks from before have no team ('').
+_V4 = (
+    'ALTER TABLE "task" ADD COLUMN "team" VARCHAR(255) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "settings" TEXT NOT NULL DEFAULT \'{}\'',
+    'ALTER TABLE "task" ADD COLUMN "approved_version" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "task" ADD COLUMN "planner_message" TEXT NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "plan" ADD COLUMN "source" VARCHAR(255) NOT NULL DEFAULT \'planner\'',
+    'ALTER TABLE "question" ADD COLUMN "round" INTEGER NOT NULL DEFAULT 1',
+    'ALTER TABLE "question" ADD COLUMN "answered_at" REAL',
+)
+
 # (version, statements), oldest first; a database at version N has run every migration up to N.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, _V1),
+    (2, _V2),
+    (3, _V3),
+    (4, _V4),
+)
 
 LATEST: int = MIGRATIONS[-1][0]
 """The schema version this code creates and expects."""

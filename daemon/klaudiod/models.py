@@ -51,6 +51,10 @@ class Task(Base):
     limit_pauses = pw.IntegerField(default=0)
     context = pw.TextField(default="")
     base_commit = pw.CharField(default="")
+    team = pw.CharField(default="")
+    settings = pw.TextField(default="{}")
+    approved_version = pw.IntegerField(default=0)
+    planner_message = pw.TextField(default="")
 
     def record(self) -> TaskRecord:
         """This row as a record (prompt empty when the query left it out)."""
@@ -70,6 +74,10 @@ class Task(Base):
             limit_pauses=self.limit_pauses,
             context=self.context or "",
             base_commit=self.base_commit,
+            team=self.team,
+            settings=json.loads(self.settings or "{}"),
+            approved_version=self.approved_version,
+            planner_message=self.planner_message or "",
         )
 
 
@@ -80,6 +88,7 @@ class Plan(Base):
     strategy = pw.CharField(default="dag")
     notes = pw.TextField(default="")
     created_at = pw.FloatField()
+    source = pw.CharField(default="planner")
 
     def record(self) -> PlanRecord:
         """This row as a record."""
@@ -91,6 +100,7 @@ class Plan(Base):
             self.strategy,
             self.notes,
             self.created_at,
+            self.source,
         )
 
 
@@ -139,6 +149,8 @@ class Question(Base):
     suggestions = pw.TextField(default="[]")
     options = pw.TextField(default="[]")
     answer = pw.TextField(default="")
+    round = pw.IntegerField(default=1)
+    answered_at = pw.FloatField(null=True)
 
     def record(self) -> QuestionRecord:
         """This row as a record, its JSON lists decoded."""
@@ -151,6 +163,7 @@ class Question(Base):
             suggestions=tuple(json.loads(self.suggestions)),
             options=tuple(json.loads(self.options)),
             answer=self.answer,
+            round=self.round,
         )
 
 

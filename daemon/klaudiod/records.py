@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,13 @@ class TaskRecord:
     context: str = ""
     # The commit the workspace was cloned at ("" for an empty workspace).
     base_commit: str = ""
+    # The team's name and the effective settings recorded at creation (see settings.py).
+    team: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    # The plan version that was approved (0: none yet).
+    approved_version: int = 0
+    # The planner's next message (answers, a replan's context), until a planner run takes it.
+    planner_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class PlanRecord:
     strategy: str
     notes: str
     created_at: float
+    source: str = "planner"
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class QuestionRecord:
     suggestions: tuple[str, ...]
     options: tuple[str, ...]
     answer: str
+    round: int = 1
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,8 @@ class Store:
         auto_approve: bool,
         context: str = "",
         base_commit: str = "",
+        team: str = "",
+        settings: dict[str, Any] | None = None,
     ) -> tuple[TaskRecord, StreamEvent]:
         """Insert a new task in state created, with its first lifecycle event."""
         now = time.time()
@@ -108,6 +110,8 @@ class Store:
                 updated_at=now,
                 context=context,
                 base_commit=base_commit,
+                team=team,
+                settings=json.dumps(settings or {}),
             )
             event = self._emit(task_id, {"type": "task", "state": states.CREATED, "reason": ""})
         return task.record(), event
@@ -168,11 +172,13 @@ class Store:
         only_from: Iterable[str] | None = None,
         resume_at: float | None = None,
         limit_pauses: int | None = None,
+        planner_message: str | None = None,
     ) -> tuple[TaskRecord, StreamEvent]:
         """Move a task to target in one transaction, recording the change and its event.
 
         A pending stop or cancel (control) is done with once the task moves; resume_at is set
-        (or cleared) with every move, limit_pauses only when given.
+        (or cleared) with every move, limit_pauses and the planner's next message only when
+        given. Approving records the plan version approved.
 
         Raises:
             FailedPrecondition: when the move is illegal, naming the current state.
@@ -200,6 +206,11 @@ class Store:
             task.resume_at = resume_at
             if limit_pauses is not None:
                 task.limit_pauses = limit_pauses
+            if planner_message is not None:
+                task.planner_message = planner_message
+            if target == states.APPROVED:
+                latest = self.plan(task_id)
+                task.approved_version = latest.version if latest else 0
             task.save()
             payload: dict[str, Any] = {"type": "task", "state": target, "reason": reason}
             if resume_at is not None:
@@ -261,8 +272,10 @@ class Store:
 
     # Plans and questions -----------------------------------------------------------------
 
-    def save_plan(self, task_id: str, spec: PlanSpec) -> tuple[PlanRecord, StreamEvent]:
-        """Store a validated plan as the task's current plan, with its subtasks."""
+    def save_plan(
+        self, task_id: str, spec: PlanSpec, source: str = "planner"
+    ) -> tuple[PlanRecord, StreamEvent]:
+        """Store a validated plan as the task's current plan (a new version), with its subtasks."""
         with db.atomic():
             version = Plan.select().where(Plan.task == task_id).count() + 1
             plan = Plan.create(
@@ -272,6 +285,7 @@ class Store:
                 strategy=spec.strategy,
                 notes=spec.notes,
                 created_at=time.time(),
+                source=source,
             )
             for position, sub in enumerate(spec.subtasks):
                 Subtask.create(
@@ -292,6 +306,7 @@ class Store:
                 {
                     "type": "plan",
                     "version": version,
+                    "source": source,
                     "strategy": spec.strategy,
                     "subtasks": [
                         {"id": s.id, "name": s.name, "depends_on": list(s.depends_on)}
@@ -343,9 +358,10 @@ class Store:
         return sub.record(), event
 
     def save_questions(self, task_id: str, questions: Sequence[QuestionSpec]) -> StreamEvent:
-        """Store the planner's questions, replacing unanswered earlier ones."""
+        """Store the planner's questions as the next round, dropping unanswered earlier ones."""
         with db.atomic():
             Question.delete().where((Question.task == task_id) & (Question.answer == "")).execute()
+            number = self.question_rounds(task_id) + 1
             for position, q in enumerate(questions):
                 Question.create(
                     task=task_id,
@@ -355,14 +371,80 @@ class Store:
                     context=q.context,
                     suggestions=json.dumps(list(q.suggestions)),
                     options=json.dumps(list(q.options)),
+                    round=number,
                 )
             return self._emit(
                 task_id,
                 {
                     "type": "questions",
+                    "round": number,
                     "questions": [{"id": q.id, "text": q.text} for q in questions],
                 },
             )
+
+    @staticmethod
+    def question_rounds(task_id: str) -> int:
+        """How many rounds of questions the planner has asked."""
+        value = Question.select(pw.fn.MAX(Question.round)).where(Question.task == task_id).scalar()
+        return int(value or 0)
+
+    def answer(
+        self,
+        task_id: str,
+        answers: dict[str, str],
+        message: Callable[[list[QuestionRecord]], str],
+    ) -> tuple[TaskRecord, list[StreamEvent], bool]:
+        """Record answers to a task's open questions, all or none.
+
+        Once every question of the round is answered, the task moves to planning in the same
+        transaction, with message(the round's questions) as the planner's next message.
+        Returns the task, the events, and whether planning goes on.
+
+        Raises:
+            FailedPrecondition: when the task is not awaiting answers.
+            NotFound: for an id that is no open question.
+            InvalidArgument: for a question answered already, or an empty answer.
+        """
+        with db.atomic():
+            task = self._task(task_id)
+            if task.state != states.AWAITING_ANSWERS:
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; only a task awaiting answers takes "
+                    "answers"
+                )
+            current = self.question_rounds(task_id)
+            rows = {
+                q.key: q
+                for q in Question.select().where(
+                    (Question.task == task_id) & (Question.round == current)
+                )
+            }
+            for key, text in answers.items():
+                if key not in rows:
+                    open_ = ", ".join(k for k, q in rows.items() if not q.answer) or "none"
+                    raise NotFound(f"task {task_id[:8]} has no question '{key}' (open: {open_})")
+                if rows[key].answer:
+                    raise InvalidArgument(f"question '{key}' is answered already")
+                if not text.strip():
+                    raise InvalidArgument(f"the answer to question '{key}' is empty")
+            now = time.time()
+            for key, text in answers.items():
+                rows[key].answer = text
+                rows[key].answered_at = now
+                rows[key].save()
+            events = [self._emit(task_id, {"type": "answers", "answered": sorted(answers)})]
+            done = all(q.answer for q in rows.values())
+            if done:
+                round_ = sorted((q.record() for q in rows.values()), key=lambda q: q.id)
+                record, event = self.transition(
+                    task_id,
+                    states.PLANNING,
+                    "answered",
+                    planner_message=message(round_),
+                )
+                events.append(event)
+                return record, events, True
+        return task.record(), events, False
 
     def questions(self, task_id: str) -> list[QuestionRecord]:
         """The task's questions in the order they were asked."""
@@ -431,8 +513,12 @@ class Store:
         run_dir: str,
         prompt: str,
         resume: bool,
+        takes_message: bool = False,
     ) -> tuple[RunRecord, StreamEvent]:
         """Record an agent's next run before its container is created (intent before effect).
+
+        With takes_message, the run carries the task's pending planner message, which is
+        cleared in the same transaction.
 
         Raises:
             FailedPrecondition: when the agent is running already.
@@ -455,6 +541,8 @@ class Store:
             )
             agent.state = states.AGENT_STARTING
             agent.save()
+            if takes_message:
+                Task.update(planner_message="").where(Task.id == agent.task_id).execute()
             event = self._agent_event(agent, run)
         return run.record(agent.task_id, agent.name), event
 

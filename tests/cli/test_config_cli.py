@@ -66,6 +66,8 @@ def test_show_json_has_every_section(instance: Instance) -> None:
         "claude",
         "docker",
         "agents",
+        "planning",
+        "teams",
         "checkpoints",
         "daemon",
         "credentials",

@@ -310,7 +310,17 @@ def test_a_yaml_bool_for_a_float_key_is_an_error(paths: Paths) -> None:
 def test_as_dict_has_every_section_as_plain_values() -> None:
     data = as_dict(Config())
 
-    assert list(data) == ["claude", "docker", "agents", "checkpoints", "daemon"]
+    assert list(data) == [
+        "claude",
+        "docker",
+        "agents",
+        "planning",
+        "teams",
+        "checkpoints",
+        "daemon",
+    ]
+    assert data["planning"] == {"max_question_rounds": 3}
+    assert data["teams"] == {"default": "solo"}
     assert data["docker"]["network"] == "bridge"
     assert data["agents"] == {"max_concurrent": 4, "per_task": 2}
     assert data["checkpoints"] == {"interval": 300.0, "keep": 3, "retention_days": 7.0}

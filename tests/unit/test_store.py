@@ -105,7 +105,7 @@ def test_reopening_keeps_the_data_and_does_not_rerun_migrations(db_file: Path) -
 def test_an_older_schema_version_is_migrated_on_open(db_file: Path) -> None:
     first = Store(db_file)
     try:
-        # Undo versions 2 and 3 by hand: the next open must run them again.
+        # Undo versions 2 to 4 by hand: the next open must run them again.
         db.execute_sql("DROP TABLE checkpoint")
         db.execute_sql("DROP TABLE agentrun")
         models.SchemaVersion.update(version=1).execute()
@@ -115,6 +115,13 @@ def test_an_older_schema_version_is_migrated_on_open(db_file: Path) -> None:
             ("task", "limit_pauses"),
             ("task", "context"),
             ("task", "base_commit"),
+            ("task", "team"),
+            ("task", "settings"),
+            ("task", "approved_version"),
+            ("task", "planner_message"),
+            ("plan", "source"),
+            ("question", "round"),
+            ("question", "answered_at"),
             ("subtask", "reason"),
             ("agent", "home"),
         ]:

@@ -75,6 +75,8 @@ class Task(_message.Message):
     QUESTIONS_FIELD_NUMBER: _builtins.int
     RESUME_AT_FIELD_NUMBER: _builtins.int
     CONTROL_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    APPROVED_PLAN_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     prompt: _builtins.str
@@ -88,6 +90,8 @@ class Task(_message.Message):
     cost_usd: _builtins.float
     control: _builtins.str
     """A stop or cancel recorded and being carried out: "stop", "cancel" or empty."""
+    approved_plan_version: _builtins.int
+    """The plan version that was approved (0: none yet)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -101,6 +105,10 @@ class Task(_message.Message):
     @_builtins.property
     def resume_at(self) -> _timestamp_pb2.Timestamp:
         """Set while a paused task waits for a usage limit to lift: when the daemon resumes it."""
+
+    @_builtins.property
+    def settings(self) -> Global___TaskSettings:
+        """The team and the settings that shape the task's run, as they were when it was created."""
 
     def __init__(
         self,
@@ -121,14 +129,67 @@ class Task(_message.Message):
         questions: _abc.Iterable[Global___Question] | None = ...,
         resume_at: _timestamp_pb2.Timestamp | None = ...,
         control: _builtins.str = ...,
+        settings: Global___TaskSettings | None = ...,
+        approved_plan_version: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "plan", b"plan", "resume_at", b"resume_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "plan", b"plan", "resume_at", b"resume_at", "settings", b"settings", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "auto_approve", b"auto_approve", "control", b"control", "cost_usd", b"cost_usd", "created_at", b"created_at", "id", b"id", "name", b"name", "plan", b"plan", "prompt", b"prompt", "questions", b"questions", "reason", b"reason", "repo", b"repo", "resume_at", b"resume_at", "state", b"state", "updated_at", b"updated_at", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "approved_plan_version", b"approved_plan_version", "auto_approve", b"auto_approve", "control", b"control", "cost_usd", b"cost_usd", "created_at", b"created_at", "id", b"id", "name", b"name", "plan", b"plan", "prompt", b"prompt", "questions", b"questions", "reason", b"reason", "repo", b"repo", "resume_at", b"resume_at", "settings", b"settings", "state", b"state", "updated_at", b"updated_at", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class TaskSettings(_message.Message):
+    """The effective settings a task runs with, recorded when it is created: a task recovered,
+    resumed or retried later runs with these, not with configuration changed since.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEAM_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MAX_TURNS_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    MAX_AGENTS_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    PIDS_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_QUESTION_ROUNDS_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    team: _builtins.str
+    model: _builtins.str
+    max_turns: _builtins.int
+    image: _builtins.str
+    max_agents: _builtins.int
+    """The most agents of the task that run at once (the team's max_agents and agents.per_task)."""
+    memory: _builtins.str
+    cpus: _builtins.float
+    pids_limit: _builtins.int
+    max_question_rounds: _builtins.int
+    network: _builtins.str
+    def __init__(
+        self,
+        *,
+        team: _builtins.str = ...,
+        model: _builtins.str = ...,
+        max_turns: _builtins.int = ...,
+        image: _builtins.str = ...,
+        max_agents: _builtins.int = ...,
+        memory: _builtins.str = ...,
+        cpus: _builtins.float = ...,
+        pids_limit: _builtins.int = ...,
+        max_question_rounds: _builtins.int = ...,
+        network: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "image", b"image", "max_agents", b"max_agents", "max_question_rounds", b"max_question_rounds", "max_turns", b"max_turns", "memory", b"memory", "model", b"model", "network", b"network", "pids_limit", b"pids_limit", "team", b"team"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskSettings: _TypeAlias = TaskSettings  # noqa: Y015
 
 @_typing.final
 class Plan(_message.Message):
@@ -138,10 +199,16 @@ class Plan(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     SUBTASKS_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     analysis: _builtins.str
     strategy: _builtins.str
     """"dag" or "collaborative"."""
     notes: _builtins.str
+    version: _builtins.int
+    """Plans are versioned: every planner run, replan or edit stores a new version."""
+    source: _builtins.str
+    """Who wrote this version: "planner" or "edit"."""
     @_builtins.property
     def subtasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subtask]: ...
     def __init__(
@@ -151,10 +218,12 @@ class Plan(_message.Message):
         strategy: _builtins.str = ...,
         subtasks: _abc.Iterable[Global___Subtask] | None = ...,
         notes: _builtins.str = ...,
+        version: _builtins.int = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "notes", b"notes", "strategy", b"strategy", "subtasks", b"subtasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis", b"analysis", "notes", b"notes", "source", b"source", "strategy", b"strategy", "subtasks", b"subtasks", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -283,10 +352,13 @@ class Question(_message.Message):
     SUGGESTIONS_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     text: _builtins.str
     context: _builtins.str
     answer: _builtins.str
+    round: _builtins.int
+    """The round of questions it was asked in (from 1)."""
     @_builtins.property
     def suggestions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -300,10 +372,11 @@ class Question(_message.Message):
         suggestions: _abc.Iterable[_builtins.str] | None = ...,
         options: _abc.Iterable[_builtins.str] | None = ...,
         answer: _builtins.str = ...,
+        round: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "context", b"context", "id", b"id", "options", b"options", "suggestions", b"suggestions", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "context", b"context", "id", b"id", "options", b"options", "round", b"round", "suggestions", b"suggestions", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,6 +391,7 @@ class CreateTaskRequest(_message.Message):
     REPO_FIELD_NUMBER: _builtins.int
     START_FIELD_NUMBER: _builtins.int
     AUTO_APPROVE_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     name: _builtins.str
     repo: _builtins.str
@@ -326,6 +400,8 @@ class CreateTaskRequest(_message.Message):
     """Start planning at once."""
     auto_approve: _builtins.bool
     """Approve the plan as soon as it is valid."""
+    team: _builtins.str
+    """The team template; empty for the configured teams.default."""
     def __init__(
         self,
         *,
@@ -334,10 +410,11 @@ class CreateTaskRequest(_message.Message):
         repo: _builtins.str = ...,
         start: _builtins.bool = ...,
         auto_approve: _builtins.bool = ...,
+        team: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_approve", b"auto_approve", "name", b"name", "prompt", b"prompt", "repo", b"repo", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_approve", b"auto_approve", "name", b"name", "prompt", b"prompt", "repo", b"repo", "start", b"start", "team", b"team"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
