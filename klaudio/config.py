@@ -49,7 +49,7 @@ class AgentsConfig:
     """Limits on concurrent agents."""
 
     max_concurrent: int = 4
-    per_task: int = 2
+    per_task: int = 4
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from klaudio.config import Config
 from klaudiod import safefs
 from klaudiod.plan import PLANNER_SCHEMA
+from klaudiod.settings import Settings
 
 PLANNER_SYSTEM = (
     "You are the planner of a team of coding agents working in /workspace. Read the repository "
@@ -28,18 +28,54 @@ WORKER_SYSTEM = (
 )
 
 
-def planner_prompt(task_prompt: str, context: str = "") -> str:
-    """The planner's prompt for a task (and what it should know beyond the prompt)."""
+def planner_prompt(task_prompt: str, context: str = "", team: str = "", memory: str = "") -> str:
+    """The planner's prompt: the task, its team, what the repository holds, more context."""
     prompt = (
         "Plan the following task for a team of coding agents working in /workspace.\n\n"
         f"Task:\n{task_prompt}\n"
     )
+    if team:
+        prompt += f"\nTeam:\n{team.strip()}\n"
+    if memory:
+        prompt += f"\nThe repository at a glance (a static summary):\n{memory.strip()}\n"
     return prompt + (f"\nContext:\n{context}\n" if context else "")
 
 
-def worker_prompt(task_prompt: str, name: str, prompt: str, context: dict[str, str]) -> str:
-    """A worker's prompt: the overall task, its subtask, and its dependencies' final messages."""
-    parts = [f"Overall task:\n{task_prompt}\n", f"Your subtask ({name}):\n{prompt}\n"]
+def answers_message(questions: list[tuple[str, str, str]], last_round: bool) -> str:
+    """The planner's next user turn once its questions are answered: (id, text, answer)s."""
+    lines = ["Answers to your questions:"]
+    lines += [f"- {qid} ({text.strip()}): {answer.strip()}" for qid, text, answer in questions]
+    if last_round:
+        lines.append(
+            "That was the last round of questions: do not ask more. Plan now, with kind "
+            '"plan", making sensible assumptions and stating them in the analysis.'
+        )
+    else:
+        lines.append("Continue planning with these answers.")
+    return "\n".join(lines)
+
+
+def replan_message(version: int, context: str) -> str:
+    """The planner's next user turn when a person asks for the task to be planned again."""
+    text = f"Plan this task again: your answer replaces the current plan (version {version})."
+    if context.strip():
+        text += f"\nMore context from the user:\n{context.strip()}"
+    return text
+
+
+def worker_prompt(
+    task_prompt: str,
+    name: str,
+    prompt: str,
+    context: dict[str, str],
+    role: str = "",
+    hint: str = "",
+) -> str:
+    """A worker's prompt: the task, its role, its subtask, its dependencies' final messages."""
+    parts = [f"Overall task:\n{task_prompt}\n"]
+    if role:
+        parts.append(f"Your role in the team: {role}." + (f"\n{hint.strip()}\n" if hint else "\n"))
+    parts.append(f"Your subtask ({name}):\n{prompt}\n")
     if context:
         parts.append("Results of the subtasks yours depends on (also in .klaudio/context/):")
         for key, result in context.items():
@@ -47,7 +83,7 @@ def worker_prompt(task_prompt: str, name: str, prompt: str, context: dict[str, s
     return "\n".join(parts)
 
 
-def command(config: Config, session_id: str, planner: bool, resume: bool = False) -> list[str]:
+def command(settings: Settings, session_id: str, planner: bool, resume: bool = False) -> list[str]:
     """The claude arguments for a planner (read-only, structured output) or a worker.
 
     With resume, the run continues the agent's own conversation (`--resume <session>`): the
@@ -55,7 +91,7 @@ def command(config: Config, session_id: str, planner: bool, resume: bool = False
     """
     args = ["-p", "--output-format", "stream-json", "--verbose"]
     args += ["--resume", session_id] if resume else ["--session-id", session_id]
-    args += ["--max-turns", str(config.claude.max_turns)]
+    args += ["--max-turns", str(settings.max_turns)]
     if planner:
         args += [
             "--tools",
@@ -69,8 +105,8 @@ def command(config: Config, session_id: str, planner: bool, resume: bool = False
         ]
     else:
         args += ["--dangerously-skip-permissions", "--append-system-prompt", WORKER_SYSTEM]
-    if config.claude.model:
-        args += ["--model", config.claude.model]
+    if settings.model:
+        args += ["--model", settings.model]
     return args
 
 

@@ -16,10 +16,10 @@ from typing import Protocol
 
 from klaudio.errors import KlaudioError
 from klaudiod import agent as agentlib
-from klaudiod import states
+from klaudiod import settings, states, teams
 from klaudiod.agent import Outcome
 from klaudiod.kit import Kit
-from klaudiod.plan import agent_name
+from klaudiod.plan import SubtaskSpec, agent_name
 from klaudiod.records import SubtaskRecord, TaskRecord
 from klaudiod.runner import Stop
 from klaudiod.runtime import agent_user
@@ -80,9 +80,11 @@ class DagExecutor:
 
     def __init__(self, kit: Kit) -> None:
         self._kit = kit
+        self._settings = settings.from_config(kit.config)
 
     async def execute(self, task: TaskRecord, stop: Stop) -> Interruption | None:
         """Run subtasks until none can run; a stop lets running agents end as stopped."""
+        self._settings = settings.of(task, self._kit.config)
         await asyncio.to_thread(hand_over, Path(task.workspace), *agent_user())
         running: dict[asyncio.Task[tuple[Outcome, str]], SubtaskRecord] = {}
         pause: Interruption | None = None
@@ -118,20 +120,29 @@ class DagExecutor:
         Admitted ones are running (after a restart) or stopped (after a pause); pending ones
         qualify once their dependencies completed.
         """
-        kit = self._kit
         busy = {s.id for s in active}
-        subs = [s for s in await self._skip_blocked(task_id) if s.id not in busy]
+        everything = await self._skip_blocked(task_id)
+        subs = [s for s in everything if s.id not in busy]
         admitted = [s for s in subs if s.state == states.SUBTASK_RUNNING]
         resumed = [s for s in subs if s.state == states.SUBTASK_STOPPED]
-        done = {s.key for s in subs if s.state == states.SUBTASK_COMPLETED}
-        done |= {s.key for s in active if s.state == states.SUBTASK_COMPLETED}
+        done = {s.key for s in everything if s.state == states.SUBTASK_COMPLETED}
+        waits = self._waits(everything)
         pending = [
             s
             for s in subs
-            if s.state == states.SUBTASK_PENDING and all(d in done for d in s.depends_on)
+            if s.state == states.SUBTASK_PENDING and all(d in done for d in waits[s.key])
         ]
-        room = max(0, kit.config.agents.per_task - count - len(admitted))
+        room = max(0, self._settings.max_agents - count - len(admitted))
         return admitted + (resumed + pending)[:room]
+
+    def _waits(self, subs: list[SubtaskRecord]) -> dict[str, tuple[str, ...]]:
+        """What each subtask waits for: its dependencies, and more for a run-last role.
+
+        A subtask of a run-last role (a reviewer, say) waits for every subtask of the others.
+        """
+        team = self._settings.team
+        extra = teams.run_last_dependencies(tuple(_spec(s) for s in subs), team) if team else {}
+        return {s.key: (*s.depends_on, *extra.get(s.key, ())) for s in subs}
 
     async def _skip_blocked(self, task_id: str) -> list[SubtaskRecord]:
         """Mark pending subtasks whose dependencies failed as skipped; return all subtasks."""
@@ -139,13 +150,14 @@ class DagExecutor:
         while True:
             subs = await kit.db.call(kit.store.subtasks, task_id)
             state = {s.key: s.state for s in subs}
+            waits = self._waits(subs)
             blocked = [
                 s
                 for s in subs
                 if s.state == states.SUBTASK_PENDING
                 and any(
                     state.get(d) in (states.SUBTASK_FAILED, states.SUBTASK_SKIPPED)
-                    for d in s.depends_on
+                    for d in waits[s.key]
                 )
             ]
             if not blocked:
@@ -185,6 +197,11 @@ class DagExecutor:
             kit.bus.publish([event])
         async with kit.slots:
             agent = await kit.db.call(kit.store.find_agent, task.id, name)
+            if agent is not None and agent.subtask_id != sub.id:
+                # An agent of an earlier plan version's subtask of that id: a new conversation.
+                agent = await kit.db.call(
+                    kit.store.reassign_agent, agent.id, sub.id, sub.agent_role, str(uuid.uuid4())
+                )
             run = await kit.db.call(kit.store.live_run, agent.id) if agent else None
             if run is None and stop.is_set():
                 reason = f"{stop.reason} before it started"
@@ -217,4 +234,22 @@ class DagExecutor:
             workspace = Path(task.workspace)
             await asyncio.to_thread(write_context, workspace, context)
             await asyncio.to_thread(hand_over, workspace / CONTEXT_DIR.split("/")[0], *agent_user())
-        return agentlib.worker_prompt(task.prompt, sub.name, sub.prompt, context)
+        team = self._settings.team
+        hint = teams.prompt_hint(team, sub.agent_role) if team and team.role(sub.agent_role) else ""
+        prompt = agentlib.worker_prompt(
+            task.prompt, sub.name, sub.prompt, context, sub.agent_role, hint
+        )
+        memory = await kit.repository(task)
+        return prompt + (
+            f"\nThe repository at a glance (a static summary):\n{memory}" if memory else ""
+        )
+
+
+def _spec(sub: SubtaskRecord) -> SubtaskSpec:
+    return SubtaskSpec(
+        id=sub.key,
+        name=sub.name,
+        prompt=sub.prompt,
+        depends_on=sub.depends_on,
+        agent_role=sub.agent_role,
+    )

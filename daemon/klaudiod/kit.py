@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from klaudiod.checkpoints import Checkpoints
 from klaudiod.db import Db
 from klaudiod.janitor import Janitor
 from klaudiod.launcher import Launcher, container_name
+from klaudiod.memory import Memory
 from klaudiod.records import AgentRecord, RunRecord, TaskRecord
 from klaudiod.runner import AgentRunner
 from klaudiod.runtime import Runtime
@@ -38,6 +40,8 @@ class Kit:
     runner: AgentRunner
     janitor: Janitor
     checkpoints: Checkpoints
+    # Repository memory: static summaries, cached per repository and commit.
+    memory: Memory
     # Daemon-wide agent slots (agents.max_concurrent); admission is atomic on the loop.
     slots: asyncio.Semaphore
     # Set when a task gets (or loses) an automatic resume time: the scheduler's timer re-reads.
@@ -87,6 +91,14 @@ class Kit:
         )
         self.bus.publish([event])
         return run
+
+    async def repository(self, task: TaskRecord) -> str:
+        """The static summary of the task's repository, for prompts ("" without one)."""
+        if not task.base_commit:
+            return ""
+        key = hashlib.sha256(task.repo.encode()).hexdigest()[:16] + ":" + task.base_commit
+        summary = await asyncio.to_thread(self.memory.get, Path(task.workspace), key)
+        return summary.render()
 
     def has_transcript(self, agent: AgentRecord) -> bool:
         """Whether the agent's conversation exists on disk, so that a run can --resume it."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from klaudio.config import SECRET_ENV, Config
 from klaudio.paths import Paths
 from klaudiod import agent as agentlib
-from klaudiod import image, safefs
+from klaudiod import image, safefs, settings
 from klaudiod.db import Db
 from klaudiod.records import AgentRecord, RunRecord, TaskRecord
 from klaudiod.runtime import (
@@ -79,11 +79,11 @@ class Launcher:
         for source, _, _ in mounts:
             check_mount_source(files, Path(source))
         mounts.append((str(self.secrets_dir / run.container), SECRETS_MOUNT, True))
-        docker = self._config.docker
+        docker = settings.of(task, self._config)
         return ContainerSpec(
             name=run.container,
             image=docker.image,
-            command=agentlib.command(self._config, agent.session_id, planner, run.resume),
+            command=agentlib.command(docker, agent.session_id, planner, run.resume),
             labels={
                 LABEL_TASK: task.id,
                 LABEL_AGENT: agent.name,

@@ -22,8 +22,10 @@ from klaudiod.scheduler import Scheduler
 from klaudiod.services.checkpoints import CheckpointService
 from klaudiod.services.daemon import DaemonService
 from klaudiod.services.images import ImageService
+from klaudiod.services.plans import PlanService
 from klaudiod.services.stream import StreamService
 from klaudiod.services.tasks import TaskService
+from klaudiod.services.teams import TeamService
 from klaudiod.stream import Bus
 
 log = logging.getLogger("klaudiod")
@@ -54,6 +56,8 @@ async def serve(config: Config, paths: Paths) -> None:
             "daemon": DaemonService(config, paths, db, scheduler, time.time(), stopping.set),
             "images": ImageService(config, runtime),
             "checkpoints": CheckpointService(scheduler, db),
+            "plans": PlanService(scheduler, db),
+            "teams": TeamService(scheduler),
         },
     )
     log.info("klaudiod %s listening on %s (pid %d)", __version__, paths.socket, os.getpid())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from klaudio.errors import InvalidArgument
 from klaudiod import agent as agentlib
-from klaudiod import plan, states
+from klaudiod import plan, settings, states, teams
 from klaudiod.agent import Outcome, outcome
 from klaudiod.executor import STRATEGIES_WITH_EXECUTOR, Interruption
 from klaudiod.kit import Kit
@@ -43,8 +43,9 @@ class Planning:
         kit = self._kit
         if not result.ok:
             return states.FAILED, f"planner failed: {result.reason}"
+        setup = settings.of(task, kit.config)
         try:
-            parsed = plan.parse(result.structured)
+            parsed = plan.parse(result.structured, teams.rules(setup.team) if setup.team else None)
             if isinstance(parsed, plan.Plan) and parsed.strategy not in STRATEGIES_WITH_EXECUTOR:
                 raise InvalidArgument(
                     f"the {parsed.strategy!r} strategy is not supported yet; plan as 'dag'"
@@ -52,12 +53,25 @@ class Planning:
         except InvalidArgument as exc:
             return states.FAILED, f"invalid plan: {exc}"
         if isinstance(parsed, plan.Questions):
+            asked = await kit.db.call(kit.store.question_rounds, task.id)
+            if asked >= setup.max_question_rounds:
+                return states.FAILED, (
+                    f"the planner asked questions again after {asked} round(s), the most "
+                    f"planning.max_question_rounds allows; it must plan"
+                )
             event = await kit.db.call(kit.store.save_questions, task.id, parsed.questions)
             kit.bus.publish([event])
             return states.AWAITING_ANSWERS, "the planner has questions"
         _, event = await kit.db.call(kit.store.save_plan, task.id, parsed)
         kit.bus.publish([event])
         return states.PLANNED, ""
+
+    async def _prompt(self, task: TaskRecord) -> str:
+        """The planner's first prompt: the task, its team's brief, the repository at a glance."""
+        setup = settings.of(task, self._kit.config)
+        brief = teams.planner_brief(setup.team) if setup.team else ""
+        memory = await self._kit.repository(task)
+        return agentlib.planner_prompt(task.prompt, task.context, brief, memory)
 
     async def _run(self, task: TaskRecord, agent: AgentRecord | None, stop: Stop) -> Outcome | None:
         """The planner's outcome: run it (or adopt or resume it); None when it was stopped."""
@@ -87,8 +101,7 @@ class Planning:
             if run is None:
                 if stop.is_set():
                     return None
-                run = await kit.new_run(
-                    task, agent, agentlib.planner_prompt(task.prompt, task.context)
-                )
+                fresh = await self._prompt(task)
+                run = await kit.new_run(task, agent, fresh, task.planner_message)
             result, final = await kit.runner.run(task, agent, run, planner=True, stop=stop)
         return None if final == states.RUN_STOPPED and not result.interrupted else result

@@ -243,8 +243,12 @@ class Entry:
     dir_fd: int
 
 
-def scan(root: Path) -> Generator[Entry, None, None]:
-    """Each entry beneath root, as walk() gives them, with its directory's fd."""
+def scan(root: Path, enter: Callable[[Entry], bool] | None = None) -> Generator[Entry, None, None]:
+    """Each entry beneath root, as walk() gives them, with its directory's fd.
+
+    enter, when given, is asked about each directory once it has been yielded: those it
+    answers False for are not descended into.
+    """
     with closing(_tree([_open_root(root)])) as tree:
         for rel, (fd,), subdirs in tree:
             prefix = "".join(f"{name}/" for name in rel)
@@ -253,8 +257,9 @@ def scan(root: Path) -> Generator[Entry, None, None]:
                     st = os.lstat(name, dir_fd=fd)
                 except FileNotFoundError:
                     continue  # removed since the listing
-                yield Entry(prefix + name, st, name, fd)
-                if stat.S_ISDIR(st.st_mode):
+                entry = Entry(prefix + name, st, name, fd)
+                yield entry
+                if stat.S_ISDIR(st.st_mode) and (enter is None or enter(entry)):
                     subdirs.append(name)
 
 

@@ -14,11 +14,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from klaudio.config import Config
 from klaudio.errors import FailedPrecondition, InvalidArgument, NotFound, Timeout
 from klaudio.paths import Paths
-from klaudiod import changes, repo, safefs, states, workspace
+from klaudiod import agent as agentlib
+from klaudiod import changes, plan, relaunch, repo, settings, states, teams, workspace
 from klaudiod.checkpoints import Checkpoints
 from klaudiod.db import Db
 from klaudiod.driver import (
@@ -29,11 +31,13 @@ from klaudiod.driver import (
     Driver,
     cancel_subtasks,
 )
+from klaudiod.executor import STRATEGIES_WITH_EXECUTOR
 from klaudiod.janitor import Janitor
 from klaudiod.kit import Kit
 from klaudiod.launcher import Launcher
+from klaudiod.memory import Memory
 from klaudiod.plan import agent_name
-from klaudiod.records import CheckpointRecord, Detail, SubtaskRecord, TaskRecord
+from klaudiod.records import CheckpointRecord, Detail, QuestionRecord, SubtaskRecord, TaskRecord
 from klaudiod.runner import AgentRunner
 from klaudiod.runtime import EngineUnavailable, Runtime
 from klaudiod.store import Store
@@ -42,7 +46,6 @@ from klaudiod.workspace import TaskFiles
 
 log = logging.getLogger(__name__)
 
-RELAUNCH_FILES_SHOWN = 200
 # A task in one of these can be cancelled without a driver (no agent is working on it).
 IDLE_CANCELLABLE = frozenset(
     {states.CREATED, states.AWAITING_ANSWERS, states.PLANNED, states.PAUSED}
@@ -75,9 +78,11 @@ class Scheduler:
             runner=runner,
             janitor=janitor,
             checkpoints=checkpoints,
+            memory=Memory(paths.data_dir / "memory"),
             slots=asyncio.Semaphore(config.agents.max_concurrent),
             timers=asyncio.Event(),
         )
+        self.teams = teams.Teams(paths.data_dir / "teams")
         self._drivers: dict[str, tuple[Driver, asyncio.Task[None]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._timer: asyncio.Task[None] | None = None
@@ -99,11 +104,21 @@ class Scheduler:
     # Commands ----------------------------------------------------------------------------
 
     async def create(
-        self, prompt: str, name: str, source: str, start: bool, auto_approve: bool
+        self,
+        prompt: str,
+        name: str,
+        source: str,
+        start: bool,
+        auto_approve: bool,
+        team: str = "",
     ) -> Detail:
-        """Create a task (cloning its repo into the workspace) and optionally start it."""
+        """Create a task (cloning its repo into the workspace) and optionally start it.
+
+        The task records its team (team, or teams.default) and the settings it runs with.
+        """
         if not prompt.strip():
             raise InvalidArgument("prompt is empty")
+        chosen = await asyncio.to_thread(self.teams.get, team or self._kit.config.teams.default)
         task_id = uuid.uuid4().hex[:12]
         files = self._kit.files(task_id)
         files.root.mkdir(parents=True)
@@ -119,6 +134,8 @@ class Scheduler:
                 auto_approve,
                 "",
                 base,
+                chosen.name,
+                settings.snapshot(self._kit.config, chosen),
             )
         except BaseException:
             await asyncio.to_thread(workspace.remove, files)
@@ -127,6 +144,85 @@ class Scheduler:
         if start:
             return await self.start(task_id)
         return await self._detail(task_id)
+
+    async def answer(self, task_id: str, answers: dict[str, str]) -> Detail:
+        """Record answers to a task's open questions (all, or none of them).
+
+        Once every open question is answered, planning goes on in the planner's own session,
+        the answers its next message.
+        """
+        if not answers:
+            raise InvalidArgument("no answers given")
+        async with self._deciding(task_id):
+            task = await self._kit.db.call(self.store.task, task_id)
+            limit = settings.of(task, self._kit.config).max_question_rounds
+            asked = await self._kit.db.call(self.store.question_rounds, task_id)
+
+            def message(questions: list[QuestionRecord]) -> str:
+                asked_of = [(q.key, q.text, q.answer) for q in questions]
+                return agentlib.answers_message(asked_of, last_round=asked >= limit)
+
+            _, events, planning = await self._kit.db.call(
+                self.store.answer, task_id, answers, message
+            )
+            self._kit.bus.publish(events)
+            if planning:
+                self._spawn(task_id)
+            return await self._detail(task_id)
+
+    async def replan(self, task_id: str, context: str) -> Detail:
+        """Plan a planned or failed task again, in the planner's own session."""
+        async with self._deciding(task_id):
+            task = await self._kit.db.call(self.store.task, task_id)
+            if task.state not in (states.PLANNED, states.FAILED):
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; only a planned or failed task can be "
+                    "planned again"
+                )
+            current = await self._kit.db.call(self.store.plan, task_id)
+            message = agentlib.replan_message(current.version if current else 0, context)
+            _, event = await self._kit.db.call(
+                self.store.transition,
+                task_id,
+                states.PLANNING,
+                "planning again",
+                None,
+                None,
+                None,
+                message,
+            )
+            self._kit.bus.publish([event])
+            self._spawn(task_id)
+            return await self._detail(task_id)
+
+    async def set_plan(self, task_id: str, data: dict[str, Any], based_on: int) -> Detail:
+        """Replace a planned task's plan with a new version, validated as a whole first.
+
+        Raises:
+            PlanProblems: listing every problem; the old plan is kept.
+        """
+        async with self._deciding(task_id):
+            task = await self._kit.db.call(self.store.task, task_id)
+            if task.state != states.PLANNED:
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; only a planned task's plan can change"
+                )
+            current = await self._kit.db.call(self.store.plan, task_id)
+            version = current.version if current else 0
+            if based_on and based_on != version:
+                raise FailedPrecondition(
+                    f"task {task_id[:8]}'s plan is version {version} now, not {based_on}: "
+                    "edit it again"
+                )
+            team = settings.of(task, self._kit.config).team
+            spec = plan.plan_from_dict(data, teams.rules(team) if team else None)
+            if spec.strategy not in STRATEGIES_WITH_EXECUTOR:
+                raise plan.PlanProblems(
+                    [f"the {spec.strategy!r} strategy is not supported yet; plan as 'dag'"]
+                )
+            _, event = await self._kit.db.call(self.store.save_plan, task_id, spec, "edit")
+            self._kit.bus.publish([event])
+            return await self._detail(task_id)
 
     async def relaunch(
         self, task_id: str, prompt: str | None, with_context: bool, start: bool, auto_approve: bool
@@ -148,7 +244,7 @@ class Scheduler:
             files.root.mkdir(parents=True)
             try:
                 story = await asyncio.to_thread(
-                    _copy_for_relaunch, old, self._kit.files(task_id), files
+                    relaunch.prepare, old, self._kit.files(task_id), files
                 )
                 _, event = await self._kit.db.call(
                     self.store.create_task,
@@ -160,6 +256,8 @@ class Scheduler:
                     auto_approve,
                     story if with_context else "",
                     old.task.base_commit,
+                    old.task.team,
+                    old.task.settings,
                 )
             except BaseException:
                 await asyncio.to_thread(workspace.remove, files)
@@ -480,39 +578,6 @@ def _clone(source: str, files: TaskFiles) -> str:
     commit = repo.clone(source, files.workspace)
     changes.save(files.base, repo.manifest(files.workspace, commit))
     return commit
-
-
-def _copy_for_relaunch(old: Detail, was: TaskFiles, files: TaskFiles) -> str:
-    """Copy a task's workspace and base for its relaunch; return its story for the planner."""
-    skipped = safefs.copy_tree(was.workspace, files.workspace)
-    base = changes.load(was.base)
-    changes.save(files.base, base)
-    changed = changes.changed(was.workspace, base)
-    return relaunch_story(old, changed, skipped)
-
-
-def relaunch_story(old: Detail, changed: list[changes.Change], skipped: list[str]) -> str:
-    """What the planner of a relaunched task is told about the task it continues."""
-    task = old.task
-    outcome = task.state + (f": {task.reason}" if task.reason else "")
-    lines = [
-        f"This task continues an earlier one ({task.id}, {task.name!r}), which ended {outcome}.",
-        "Its prompt was:",
-        task.prompt,
-    ]
-    if old.plan is not None:
-        lines.append(f"Its plan ({old.plan.strategy}), with how each subtask ended:")
-        for sub in old.subtasks:
-            why = f" ({sub.reason})" if sub.reason and sub.state != states.SUBTASK_COMPLETED else ""
-            lines.append(f"- {sub.key} [{sub.state}]: {sub.name}{why}")
-    shown = changed[:RELAUNCH_FILES_SHOWN]
-    lines.append(f"Files it changed ({len(changed)}), now in this task's workspace:")
-    lines += [f"- {c.status} {c.path}" for c in shown]
-    if len(changed) > len(shown):
-        lines.append(f"- and {len(changed) - len(shown)} more")
-    if skipped:
-        lines.append("Not copied (not regular files): " + ", ".join(skipped[:20]))
-    return "\n".join(lines)
 
 
 def _default_name(prompt: str) -> str:

@@ -18,8 +18,10 @@ from klaudio.rpc.v1 import (
     checkpoints_pb2_grpc,
     daemon_pb2_grpc,
     images_pb2_grpc,
+    plans_pb2_grpc,
     stream_pb2_grpc,
     tasks_pb2_grpc,
+    teams_pb2_grpc,
 )
 
 # Far above the largest request the CLI sends (a prompt of at most MAX_PROMPT_BYTES, a name and
@@ -131,6 +133,8 @@ async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio
     daemon_pb2_grpc.add_DaemonServiceServicer_to_server(servicers["daemon"], server)
     images_pb2_grpc.add_ImageServiceServicer_to_server(servicers["images"], server)
     checkpoints_pb2_grpc.add_CheckpointServiceServicer_to_server(servicers["checkpoints"], server)
+    plans_pb2_grpc.add_PlanServiceServicer_to_server(servicers["plans"], server)
+    teams_pb2_grpc.add_TeamServiceServicer_to_server(servicers["teams"], server)
     server.add_insecure_port(f"unix:{paths.socket}")
     await server.start()
     os.chmod(paths.socket, 0o600)

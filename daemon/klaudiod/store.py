@@ -497,6 +497,18 @@ class Store:
         query = Agent.select().where(Agent.task == task_id).order_by(Agent.id)
         return [row.record(counts.get(row.id, 0), latest.get(row.id, "")) for row in query]
 
+    def reassign_agent(
+        self, agent_id: int, subtask_id: int, role: str, session_id: str
+    ) -> AgentRecord:
+        """Give an agent to the subtask of a newer plan version, with a new conversation."""
+        with db.atomic():
+            agent = Agent.get_by_id(agent_id)
+            agent.subtask = subtask_id  # type: ignore[assignment]
+            agent.role = role
+            agent.session_id = session_id
+            agent.save()
+        return agent.record(self._run_count(agent_id))
+
     def set_session(self, agent_id: int, session_id: str) -> AgentRecord:
         """Give an agent a new conversation (a retry asked to start afresh)."""
         with db.atomic():

@@ -82,7 +82,7 @@ def test_show_json_has_every_section(instance: Instance) -> None:
     # The fixture's environment is what is shown.
     assert data["claude"]["base_url"] == instance.env["KLAUDIO_CLAUDE_BASE_URL"]
     assert data["claude"]["max_retries"] == 0
-    assert data["agents"] == {"max_concurrent": 4, "per_task": 2}
+    assert data["agents"] == {"max_concurrent": 4, "per_task": 4}
 
 
 def test_the_environment_sets_the_network(instance: Instance) -> None:
@@ -97,7 +97,7 @@ def test_the_text_form_shows_values(instance: Instance) -> None:
     lines = result.stdout.splitlines()
     docker = lines.index("docker:")
     assert '  network: "host"' in lines[docker:]
-    assert "  per_task: 2" in lines
+    assert "  per_task: 4" in lines
 
 
 def test_the_file_is_read_and_the_environment_wins(instance: Instance) -> None:

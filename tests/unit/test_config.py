@@ -47,7 +47,7 @@ def test_defaults_without_file_env_or_flags(paths: Paths) -> None:
     assert config.docker.network == "bridge"
     assert config.docker.cpus == 2.0
     assert config.agents.max_concurrent == 4
-    assert config.agents.per_task == 2
+    assert config.agents.per_task == 4
     assert config.claude.max_turns == 100
     assert config.claude.max_retries == 10
     assert config.claude.base_url == "" and config.claude.model == ""
@@ -322,7 +322,7 @@ def test_as_dict_has_every_section_as_plain_values() -> None:
     assert data["planning"] == {"max_question_rounds": 3}
     assert data["teams"] == {"default": "solo"}
     assert data["docker"]["network"] == "bridge"
-    assert data["agents"] == {"max_concurrent": 4, "per_task": 2}
+    assert data["agents"] == {"max_concurrent": 4, "per_task": 4}
     assert data["checkpoints"] == {"interval": 300.0, "keep": 3, "retention_days": 7.0}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from klaudio.config import ClaudeConfig, Config
+from klaudiod.settings import from_config
 from klaudiod.agent import (
     PLANNER_SYSTEM,
     WORKER_SYSTEM,
@@ -337,7 +338,7 @@ def option(args: list[str], name: str) -> str:
 
 
 def test_the_planner_command_is_read_only_with_a_schema() -> None:
-    args = command(Config(), "sess-1", planner=True)
+    args = command(from_config(Config()), "sess-1", planner=True)
 
     assert args[0] == "-p"
     assert option(args, "--output-format") == "stream-json"
@@ -350,7 +351,7 @@ def test_the_planner_command_is_read_only_with_a_schema() -> None:
 
 
 def test_the_worker_command_skips_permissions_and_has_no_schema() -> None:
-    args = command(Config(), "sess-2", planner=False)
+    args = command(from_config(Config()), "sess-2", planner=False)
 
     assert "--dangerously-skip-permissions" in args
     assert option(args, "--session-id") == "sess-2"
@@ -362,16 +363,16 @@ def test_the_worker_command_skips_permissions_and_has_no_schema() -> None:
 
 @pytest.mark.parametrize("planner", [True, False])
 def test_model_is_passed_only_when_configured(planner: bool) -> None:
-    assert "--model" not in command(Config(), "s", planner)
+    assert "--model" not in command(from_config(Config()), "s", planner)
 
     configured = Config(claude=ClaudeConfig(model="claude-opus-5-5"))
-    args = command(configured, "s", planner)
+    args = command(from_config(configured), "s", planner)
 
     assert option(args, "--model") == "claude-opus-5-5"
 
 
 def test_max_turns_comes_from_the_config() -> None:
-    args = command(Config(claude=ClaudeConfig(max_turns=7)), "s", planner=False)
+    args = command(from_config(Config(claude=ClaudeConfig(max_turns=7))), "s", planner=False)
 
     assert option(args, "--max-turns") == "7"
 

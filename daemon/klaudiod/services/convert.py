@@ -51,8 +51,27 @@ def task(record: TaskRecord, cost: float = 0.0) -> tasks_pb2.Task:
         cost_usd=cost,
         resume_at=timestamp(record.resume_at),
         control=record.control,
+        approved_plan_version=record.approved_version,
     )
+    if record.settings:
+        msg.settings.CopyFrom(_settings(record))
     return msg
+
+
+def _settings(record: TaskRecord) -> tasks_pb2.TaskSettings:
+    saved = record.settings
+    return tasks_pb2.TaskSettings(
+        team=str(saved.get("team", record.team)),
+        model=str(saved.get("model", "")),
+        max_turns=int(saved.get("max_turns", 0)),
+        image=str(saved.get("image", "")),
+        max_agents=int(saved.get("max_agents", 0)),
+        memory=str(saved.get("memory", "")),
+        cpus=float(saved.get("cpus", 0.0)),
+        pids_limit=int(saved.get("pids_limit", 0)),
+        max_question_rounds=int(saved.get("max_question_rounds", 0)),
+        network=str(saved.get("network", "")),
+    )
 
 
 def detail(value: Detail) -> tasks_pb2.Task:
@@ -72,6 +91,8 @@ def _plan(record: PlanRecord, subtasks: list[SubtaskRecord]) -> tasks_pb2.Plan:
         analysis=record.analysis,
         strategy=record.strategy,
         notes=record.notes,
+        version=record.version,
+        source=record.source,
         subtasks=[
             tasks_pb2.Subtask(
                 id=s.key,
@@ -116,6 +137,7 @@ def _question(record: QuestionRecord) -> tasks_pb2.Question:
         suggestions=record.suggestions,
         options=record.options,
         answer=record.answer,
+        round=record.round,
     )
 
 

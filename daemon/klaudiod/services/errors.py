@@ -35,9 +35,20 @@ def code_for(exc: errors.KlaudioError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def message(exc: errors.KlaudioError) -> str:
+    """The status message: one line, or a summary and one problem per line.
+
+    The second is for errors that list problems: a plan, a team file.
+    """
+    problems = getattr(exc, "problems", None)
+    if isinstance(problems, list) and len(problems) > 1:
+        return "\n".join([str(exc).split(":", 1)[0] + ":", *(f"- {p}" for p in problems)])
+    return str(exc)
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
     if isinstance(exc, errors.KlaudioError):
-        await context.abort(code_for(exc), str(exc))
+        await context.abort(code_for(exc), message(exc))
     log.exception("internal error", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}; see the daemon log")
 

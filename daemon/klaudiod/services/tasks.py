@@ -41,6 +41,7 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
             validate.repo_source(request.repo, "repo"),
             request.start,
             request.auto_approve,
+            validate.utf8(request.team, "team"),
         )
         return tasks_pb2.CreateTaskResponse(task=convert.detail(created))
 

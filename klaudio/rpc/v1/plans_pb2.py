@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from klaudio.rpc.v1 import tasks_pb2 as klaudio_dot_rpc_dot_v1_dot_tasks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aklaudio/rpc/v1/plans.proto\x12\x0eklaudio.rpc.v1\x1a\x1aklaudio/rpc/v1/tasks.proto\"\x9f\x01\n\x16\x41nswerQuestionsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x44\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x33.klaudio.rpc.v1.AnswerQuestionsRequest.AnswersEntry\x1a.\n\x0c\x41nswersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x17\x41nswerQuestionsResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Task\"_\n\x0eSetPlanRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x04plan\x18\x02 \x01(\x0b\x32\x14.klaudio.rpc.v1.Plan\x12\x18\n\x10\x62\x61sed_on_version\x18\x03 \x01(\x05\"5\n\x0fSetPlanResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Task\"5\n\x11ReplanTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\"8\n\x12ReplanTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Task2\x92\x02\n\x0bPlanService\x12\x62\n\x0f\x41nswerQuestions\x12&.klaudio.rpc.v1.AnswerQuestionsRequest\x1a\'.klaudio.rpc.v1.AnswerQuestionsResponse\x12J\n\x07SetPlan\x12\x1e.klaudio.rpc.v1.SetPlanRequest\x1a\x1f.klaudio.rpc.v1.SetPlanResponse\x12S\n\nReplanTask\x12!.klaudio.rpc.v1.ReplanTaskRequest\x1a\".klaudio.rpc.v1.ReplanTaskResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aklaudio/rpc/v1/plans.proto\x12\x0eklaudio.rpc.v1\x1a\x1aklaudio/rpc/v1/tasks.proto\"\x9f\x01\n\x16\x41nswerQuestionsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x44\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x33.klaudio.rpc.v1.AnswerQuestionsRequest.AnswersEntry\x1a.\n\x0c\x41nswersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x17\x41nswerQuestionsResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Task\"m\n\x0eSetPlanRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x04plan\x18\x02 \x01(\x0b\x32\x14.klaudio.rpc.v1.Plan\x12\x18\n\x10\x62\x61sed_on_version\x18\x03 \x01(\x05\x12\x0c\n\x04text\x18\x04 \x01(\t\"5\n\x0fSetPlanResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Task\"5\n\x11ReplanTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\"8\n\x12ReplanTaskResponse\x12\"\n\x04task\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Task2\x92\x02\n\x0bPlanService\x12\x62\n\x0f\x41nswerQuestions\x12&.klaudio.rpc.v1.AnswerQuestionsRequest\x1a\'.klaudio.rpc.v1.AnswerQuestionsResponse\x12J\n\x07SetPlan\x12\x1e.klaudio.rpc.v1.SetPlanRequest\x1a\x1f.klaudio.rpc.v1.SetPlanResponse\x12S\n\nReplanTask\x12!.klaudio.rpc.v1.ReplanTaskRequest\x1a\".klaudio.rpc.v1.ReplanTaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,13 +41,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANSWERQUESTIONSRESPONSE']._serialized_start=236
   _globals['_ANSWERQUESTIONSRESPONSE']._serialized_end=297
   _globals['_SETPLANREQUEST']._serialized_start=299
-  _globals['_SETPLANREQUEST']._serialized_end=394
-  _globals['_SETPLANRESPONSE']._serialized_start=396
-  _globals['_SETPLANRESPONSE']._serialized_end=449
-  _globals['_REPLANTASKREQUEST']._serialized_start=451
-  _globals['_REPLANTASKREQUEST']._serialized_end=504
-  _globals['_REPLANTASKRESPONSE']._serialized_start=506
-  _globals['_REPLANTASKRESPONSE']._serialized_end=562
-  _globals['_PLANSERVICE']._serialized_start=565
-  _globals['_PLANSERVICE']._serialized_end=839
+  _globals['_SETPLANREQUEST']._serialized_end=408
+  _globals['_SETPLANRESPONSE']._serialized_start=410
+  _globals['_SETPLANRESPONSE']._serialized_end=463
+  _globals['_REPLANTASKREQUEST']._serialized_start=465
+  _globals['_REPLANTASKREQUEST']._serialized_end=518
+  _globals['_REPLANTASKRESPONSE']._serialized_start=520
+  _globals['_REPLANTASKRESPONSE']._serialized_end=576
+  _globals['_PLANSERVICE']._serialized_start=579
+  _globals['_PLANSERVICE']._serialized_end=853
 # @@protoc_insertion_point(module_scope)

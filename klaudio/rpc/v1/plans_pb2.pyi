@@ -91,10 +91,15 @@ class SetPlanRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
     BASED_ON_VERSION_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     based_on_version: _builtins.int
     """The version the plan was edited from; refused when the task's plan has moved on since.
     0 skips the check.
+    """
+    text: _builtins.str
+    """The plan as YAML (or JSON) text, as `klaudio task plan -o yaml` prints it; when set, it
+    is used instead of plan, and its syntax and types are checked by the daemon too.
     """
     @_builtins.property
     def plan(self) -> _tasks_pb2.Plan:
@@ -106,10 +111,11 @@ class SetPlanRequest(_message.Message):
         task_id: _builtins.str = ...,
         plan: _tasks_pb2.Plan | None = ...,
         based_on_version: _builtins.int = ...,
+        text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["based_on_version", b"based_on_version", "plan", b"plan", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["based_on_version", b"based_on_version", "plan", b"plan", "task_id", b"task_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aklaudio/rpc/v1/teams.proto\x12\x0eklaudio.rpc.v1\"g\n\x04Role\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bprompt_hint\x18\x03 \x01(\t\x12\x15\n\rmax_instances\x18\x04 \x01(\x05\x12\x10\n\x08run_last\x18\x05 \x01(\x08\"\x9e\x01\n\x04Team\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x12\n\nmax_agents\x18\x04 \x01(\x05\x12\x0e\n\x06review\x18\x05 \x01(\x08\x12#\n\x05roles\x18\x06 \x03(\x0b\x32\x14.klaudio.rpc.v1.Role\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x0c\n\x04yaml\x18\x08 \x01(\t\"\x12\n\x10ListTeamsRequest\"8\n\x11ListTeamsResponse\x12#\n\x05teams\x18\x01 \x03(\x0b\x32\x14.klaudio.rpc.v1.Team\"\x1e\n\x0eGetTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x0fGetTeamResponse\x12\"\n\x04team\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Team\"/\n\x0e\x41\x64\x64TeamRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0f\n\x07replace\x18\x02 \x01(\x08\"5\n\x0f\x41\x64\x64TeamResponse\x12\"\n\x04team\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Team\"!\n\x11RemoveTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12RemoveTeamResponse2\xcc\x02\n\x0bTeamService\x12P\n\tListTeams\x12 .klaudio.rpc.v1.ListTeamsRequest\x1a!.klaudio.rpc.v1.ListTeamsResponse\x12J\n\x07GetTeam\x12\x1e.klaudio.rpc.v1.GetTeamRequest\x1a\x1f.klaudio.rpc.v1.GetTeamResponse\x12J\n\x07\x41\x64\x64Team\x12\x1e.klaudio.rpc.v1.AddTeamRequest\x1a\x1f.klaudio.rpc.v1.AddTeamResponse\x12S\n\nRemoveTeam\x12!.klaudio.rpc.v1.RemoveTeamRequest\x1a\".klaudio.rpc.v1.RemoveTeamResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aklaudio/rpc/v1/teams.proto\x12\x0eklaudio.rpc.v1\"g\n\x04Role\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bprompt_hint\x18\x03 \x01(\t\x12\x15\n\rmax_instances\x18\x04 \x01(\x05\x12\x10\n\x08run_last\x18\x05 \x01(\x08\"\x9e\x01\n\x04Team\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x12\n\nmax_agents\x18\x04 \x01(\x05\x12\x0e\n\x06review\x18\x05 \x01(\x08\x12#\n\x05roles\x18\x06 \x03(\x0b\x32\x14.klaudio.rpc.v1.Role\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x0c\n\x04yaml\x18\x08 \x01(\t\"\x12\n\x10ListTeamsRequest\"I\n\x11ListTeamsResponse\x12#\n\x05teams\x18\x01 \x03(\x0b\x32\x14.klaudio.rpc.v1.Team\x12\x0f\n\x07invalid\x18\x02 \x03(\t\"\x1e\n\x0eGetTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x0fGetTeamResponse\x12\"\n\x04team\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Team\"/\n\x0e\x41\x64\x64TeamRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0f\n\x07replace\x18\x02 \x01(\x08\"5\n\x0f\x41\x64\x64TeamResponse\x12\"\n\x04team\x18\x01 \x01(\x0b\x32\x14.klaudio.rpc.v1.Team\"!\n\x11RemoveTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12RemoveTeamResponse2\xcc\x02\n\x0bTeamService\x12P\n\tListTeams\x12 .klaudio.rpc.v1.ListTeamsRequest\x1a!.klaudio.rpc.v1.ListTeamsResponse\x12J\n\x07GetTeam\x12\x1e.klaudio.rpc.v1.GetTeamRequest\x1a\x1f.klaudio.rpc.v1.GetTeamResponse\x12J\n\x07\x41\x64\x64Team\x12\x1e.klaudio.rpc.v1.AddTeamRequest\x1a\x1f.klaudio.rpc.v1.AddTeamResponse\x12S\n\nRemoveTeam\x12!.klaudio.rpc.v1.RemoveTeamRequest\x1a\".klaudio.rpc.v1.RemoveTeamResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTEAMSREQUEST']._serialized_start=312
   _globals['_LISTTEAMSREQUEST']._serialized_end=330
   _globals['_LISTTEAMSRESPONSE']._serialized_start=332
-  _globals['_LISTTEAMSRESPONSE']._serialized_end=388
-  _globals['_GETTEAMREQUEST']._serialized_start=390
-  _globals['_GETTEAMREQUEST']._serialized_end=420
-  _globals['_GETTEAMRESPONSE']._serialized_start=422
-  _globals['_GETTEAMRESPONSE']._serialized_end=475
-  _globals['_ADDTEAMREQUEST']._serialized_start=477
-  _globals['_ADDTEAMREQUEST']._serialized_end=524
-  _globals['_ADDTEAMRESPONSE']._serialized_start=526
-  _globals['_ADDTEAMRESPONSE']._serialized_end=579
-  _globals['_REMOVETEAMREQUEST']._serialized_start=581
-  _globals['_REMOVETEAMREQUEST']._serialized_end=614
-  _globals['_REMOVETEAMRESPONSE']._serialized_start=616
-  _globals['_REMOVETEAMRESPONSE']._serialized_end=636
-  _globals['_TEAMSERVICE']._serialized_start=639
-  _globals['_TEAMSERVICE']._serialized_end=971
+  _globals['_LISTTEAMSRESPONSE']._serialized_end=405
+  _globals['_GETTEAMREQUEST']._serialized_start=407
+  _globals['_GETTEAMREQUEST']._serialized_end=437
+  _globals['_GETTEAMRESPONSE']._serialized_start=439
+  _globals['_GETTEAMRESPONSE']._serialized_end=492
+  _globals['_ADDTEAMREQUEST']._serialized_start=494
+  _globals['_ADDTEAMREQUEST']._serialized_end=541
+  _globals['_ADDTEAMRESPONSE']._serialized_start=543
+  _globals['_ADDTEAMRESPONSE']._serialized_end=596
+  _globals['_REMOVETEAMREQUEST']._serialized_start=598
+  _globals['_REMOVETEAMREQUEST']._serialized_end=631
+  _globals['_REMOVETEAMRESPONSE']._serialized_start=633
+  _globals['_REMOVETEAMRESPONSE']._serialized_end=653
+  _globals['_TEAMSERVICE']._serialized_start=656
+  _globals['_TEAMSERVICE']._serialized_end=988
 # @@protoc_insertion_point(module_scope)

@@ -113,16 +113,22 @@ class ListTeamsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TEAMS_FIELD_NUMBER: _builtins.int
+    INVALID_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def teams(self) -> _containers.RepeatedCompositeFieldContainer[Global___Team]: ...
+    @_builtins.property
+    def invalid(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """User team files that do not parse, each with why (they are left out of teams)."""
+
     def __init__(
         self,
         *,
         teams: _abc.Iterable[Global___Team] | None = ...,
+        invalid: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["teams", b"teams"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invalid", b"invalid", "teams", b"teams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,4 @@
-"""End to end: steering a task through the CLI (issue 6) against the real stack.
+"""End to end: steering a task through the CLI against the real stack.
 
 stop and resume (the conversation carried over), stop while planning, cancel, retry, relaunch,
 checkpoints and restore, a daemon killed mid-checkpoint or mid-stop, and usage-limit pauses.
