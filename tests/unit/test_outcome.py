@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from klaudio.config import ClaudeConfig, Config
-from klaudiod.settings import from_config
 from klaudiod.agent import (
     PLANNER_SYSTEM,
     WORKER_SYSTEM,
@@ -22,6 +21,7 @@ from klaudiod.agent import (
     worker_prompt,
 )
 from klaudiod.plan import PLANNER_SCHEMA
+from klaudiod.settings import from_config
 
 SESSION = "6dc66eaa-f248-46b6-a850-529d8c21cd45"
 INIT = {
