@@ -324,18 +324,47 @@ def test_vendored_and_generated_dirs_ignored(repo: Path) -> None:
     assert "not looked into: .git/, .venv/, node_modules/, target/" in summary.render()
 
 
-def test_ignored_top_dirs_not_entered(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ignored_dirs_not_entered_at_any_depth(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(repo, {"node_modules/a/b.js": "", ".git/objects/x": "", "src/a.py": ""})
-    scanned: list[Path] = []
+    write(repo, {"web/node_modules/x/a.js": "", "web/src/dist/b.js": "", "web/src/c.ts": ""})
+    write(repo, {"src/shop.egg-info/PKG-INFO": "", "bazel-out/x.py": ""})
+    met: list[str] = []
     real = safefs.scan
 
-    def scan(root: Path) -> Iterator[safefs.Entry]:
-        scanned.append(root)
-        return real(root)
+    def scan(
+        root: Path, enter: Callable[[safefs.Entry], bool] | None = None
+    ) -> Iterator[safefs.Entry]:
+        with closing(real(root, enter)) as entries:
+            for entry in entries:
+                met.append(entry.path)
+                yield entry
 
     monkeypatch.setattr(safefs, "scan", scan)
-    summarize(repo)
-    assert scanned == [repo / "src"]
+    summary = summarize(repo)
+    assert sorted(met) == [
+        ".git",
+        "bazel-out",
+        "node_modules",
+        "src",
+        "src/a.py",
+        "src/shop.egg-info",
+        "web",
+        "web/node_modules",
+        "web/src",
+        "web/src/c.ts",
+        "web/src/dist",
+    ]
+    assert summary.files == 2
+    assert summary.ignored == (".git", "bazel-out", "node_modules")
+
+
+def test_ignored_dirs_do_not_count_towards_the_cap(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(repo, {f"web/node_modules/m{i}.js": "" for i in range(30)} | {"web/a.ts": ""})
+    monkeypatch.setattr(memory, "MAX_ENTRIES", 10)
+    summary = summarize(repo)
+    assert not summary.partial and summary.files == 1
 
 
 # What a summary never follows or reads.
@@ -472,18 +501,41 @@ def test_too_many_entries_partial(repo: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "(partial" in summary.render().splitlines()[0]
 
 
-def test_unreadable_dir_partial(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(repo, {"a/x.py": "", "b/y.py": "", "c/z.py": ""})
-    real = safefs.scan
+def refuse_to_open(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make opening name fail as an unreadable directory does (chmod would not stop root)."""
+    real = os.open
 
-    def scan(root: Path) -> Iterator[safefs.Entry]:
-        if root.name == "b":
-            raise PermissionError(13, "Permission denied", str(root))
-        return real(root)
+    def open_(path: str | Path, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if str(path) == name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, flags, mode, dir_fd=dir_fd)
 
-    monkeypatch.setattr(safefs, "scan", scan)
+    monkeypatch.setattr(os, "open", open_)
+
+
+def test_unreadable_dir_ends_the_scan_partial(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(repo, {"a/x.py": "", "b/y.py": "", "c/z.py": "", "top.py": "", "Cargo.toml": ""})
+    write(repo, {"a/deep/er/w.py": "", "a/deep/locked/v.py": "", "a/deep/more/u.py": ""})
+    refuse_to_open(monkeypatch, "locked")
     summary = summarize(repo)
-    assert summary.partial and summary.files == 2
+    # The scan cannot resume past a/deep/locked/: what came before it is kept.
+    assert summary.partial
+    assert summary.files == 4  # Cargo.toml, top.py, a/x.py, a/deep/er/w.py
+    assert dict(summary.dirs) == {"a": 2, "b": 0, "c": 0}
+    assert "Cargo" in summary.tools
+    assert "(partial" in summary.render().splitlines()[0]
+
+
+def test_unreadable_workspace_raises(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(repo, {"a.py": ""})
+    refuse_to_open(monkeypatch, str(repo))
+    with pytest.raises(PermissionError):
+        summarize(repo)
+
+
+def test_missing_workspace_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        summarize(tmp_path / "missing")
 
 
 def test_empty_workspace(repo: Path) -> None:
