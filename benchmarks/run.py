@@ -3,45 +3,59 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import dataclasses
+import importlib
 import re
-import resource
 import shlex
 import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 try:
-    from klaudio.client import Client
+    from benchmarks import checkpoint, control
+    from benchmarks.common import (
+        BENCH_LABEL,
+        DEFAULT_IMAGE,
+        QUICK_TIMEOUT,
+        RUN_TIMEOUT,
+        BenchError,
+        Holds,
+        Instance,
+        Sample,
+        Series,
+        fmt_time,
+        interleaved,
+        machine,
+        measured,
+        progress,
+        remove_containers,
+        table,
+        timed,
+        verdict,
+        wait_until,
+    )
+    from klaudio.config import Config
     from klaudio.config import load as load_config
-    from klaudio.paths import resolve
     from klaudiod.agent import command as claude_args
     from klaudiod.agent import outcome, planner_prompt, worker_prompt
     from tests.fakemodel import FakeModel, structured, text, tool_use
 except ImportError as exc:  # a usage error, not a measurement
     sys.exit(f"benchmarks: {exc}; run it with the project's venv: .venv/bin/python {__file__}")
 
-DEFAULT_IMAGE = "klaudio-agent:bench"
-BASE_IMAGE = "klaudio-base:bookworm"
-CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 AGENT_USER = "1000:1000"
-BENCH_LABEL = "klaudio.bench"
-TASK_LABEL = "klaudio.task"
 
 # The planner's prompt quotes the task prompt; the worker's quotes both the task and its subtask.
 PLANNER_MARKER = "BENCH-TASK"
@@ -53,174 +67,13 @@ OUTPUT_FILE = "x.txt"
 HELP_TARGET_S = 0.120
 LIST_TARGET_S = 0.250
 RUN_TARGET_RATIO = 1.25
+STOP_TARGET_S = 2.0
+CHECKPOINT_TARGET_RATIO = 1.2
+RESTART_TARGET_S = 2.0
 
-QUICK_TIMEOUT = 60.0
-RUN_TIMEOUT = 300.0
-BUILD_TIMEOUT = 1800.0
-
-
-class BenchError(Exception):
-    """A measured (or set-up) command failed: the figures of this run would mean nothing."""
-
-
-# Measuring ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One run's wall time, and the CPU time (user + sys) of the processes it waited for."""
-
-    wall: float
-    cpu: float
-
-
-@dataclass
-class Series:
-    """Samples of one command, repeated."""
-
-    label: str
-    samples: list[Sample] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(s.wall for s in self.samples)
-
-    @property
-    def low(self) -> float:
-        return min(s.wall for s in self.samples)
-
-    @property
-    def high(self) -> float:
-        return max(s.wall for s in self.samples)
-
-    @property
-    def cpu(self) -> float:
-        return statistics.median(s.cpu for s in self.samples)
-
-
-def run_checked(
-    cmd: Sequence[str], env: dict[str, str], timeout: float, what: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """Run cmd to its end, capturing its output; raise BenchError unless it exits 0."""
-    what = what or shlex.join(cmd)
-    try:
-        proc = subprocess.run(
-            list(cmd),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{what}: timed out after {timeout:g}s") from None
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise BenchError(f"{what}: exit {proc.returncode}\n{tail}")
-    return proc
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def measured(
-    cmd: Sequence[str], env: dict[str, str], timeout: float = QUICK_TIMEOUT, what: str = ""
-) -> tuple[subprocess.CompletedProcess[str], Sample]:
-    """One successful run of cmd, and what it took."""
-    cpu, start = children_cpu(), time.perf_counter()
-    proc = run_checked(cmd, env, timeout, what)
-    return proc, Sample(time.perf_counter() - start, children_cpu() - cpu)
-
-
-def timed(cmd: Sequence[str], env: dict[str, str], timeout: float = QUICK_TIMEOUT) -> Sample:
-    """What one successful run of cmd took."""
-    return measured(cmd, env, timeout)[1]
-
-
-def interleaved(pairs: Sequence[tuple[Series, Callable[[], Sample]]], repeat: int) -> None:
-    """One untimed warm-up of each measure, then repeat rounds of each once, in turn.
-
-    Alternating spreads any drift of a shared machine over all the series alike.
-    """
-    for _, measure in pairs:
-        measure()
-    for _ in range(repeat):
-        for series, measure in pairs:
-            series.samples.append(measure())
-
-
-# The klaudio instance -------------------------------------------------------------------------
-
-
-@dataclass
-class Instance:
-    """An isolated klaudio (KLAUDIO_HOME in a temp dir), its agents pointed at the fake model."""
-
-    home: Path
-    image: str
-    model_url: str
-    klaudio: str
-    env: dict[str, str] = field(init=False)
-    run_id: str = field(init=False)
-    task_ids: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.run_id = self.home.parent.name
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("KLAUDIO_") and k != "PYTHONDONTWRITEBYTECODE"
-        }
-        self.env.update(
-            # Cached bytecode, as an installed wheel has it, kept out of the source tree.
-            PYTHONPYCACHEPREFIX=str(self.home.parent / "pycache"),
-            KLAUDIO_HOME=str(self.home),
-            KLAUDIO_CLAUDE_BASE_URL=self.model_url,
-            KLAUDIO_CLAUDE_MAX_RETRIES="0",
-            KLAUDIO_DOCKER_NETWORK="host",
-            KLAUDIO_DOCKER_IMAGE=self.image,
-            KLAUDIO_DOCKER_BASE_IMAGE=BASE_IMAGE,
-            KLAUDIO_DOCKER_EXTRA_CA_FILE=CA_FILE,
-            ANTHROPIC_API_KEY="sk-test",
-            NO_COLOR="1",
-        )
-
-    def cli(self, *args: str) -> list[str]:
-        return [self.klaudio, *args]
-
-    def client(self) -> Client:
-        return Client(resolve(self.env))
-
-    def start(self) -> None:
-        run_checked(self.cli("daemon", "start"), self.env, QUICK_TIMEOUT, "klaudio daemon start")
-
-    def ensure_image(self) -> None:
-        """Build the agent image under the bench tag; a no-op when it is up to date."""
-        cmd = self.cli(
-            "image", "build", "--base-image", BASE_IMAGE, "--extra-ca-file", CA_FILE,
-            "--tag", self.image,
-        )  # fmt: skip
-        run_checked(cmd, self.env, BUILD_TIMEOUT, "klaudio image build")
-
-    def stop(self) -> None:
-        """Stop the daemon: politely, else by the pid it recorded."""
-        try:
-            run_checked(self.cli("daemon", "stop"), self.env, QUICK_TIMEOUT, "klaudio daemon stop")
-        except BenchError as exc:
-            print(f"benchmarks: {exc}", file=sys.stderr)
-            pid_file = resolve(self.env).pid_file
-            with suppress(FileNotFoundError, ValueError, ProcessLookupError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The end of the daemon's log, to explain a failure (the log goes with the temp dir)."""
-        log = resolve(self.env).log_file
-        if not log.exists():
-            return "(no daemon log)"
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
-        return "daemon log, last lines:\n" + "\n".join("  " + line for line in tail)
+BENCHMARKS = ("help", "list", "run", "stop", "checkpoint", "restart")
+# The benchmarks that use the main instance's daemon.
+WITH_DAEMON = frozenset({"list", "run", "stop", "checkpoint"})
 
 
 def script_model(model: FakeModel) -> None:
@@ -247,11 +100,12 @@ def baseline_script(inst: Instance, work: Path) -> str:
 
     The claude arguments and prompts are the daemon's own, so both sides do the same work.
     """
-    config = load_config(resolve(inst.env), env=inst.env)
+    config = load_config(inst.paths, env=inst.env)
+    claude = claude_settings(config)
     worker = worker_prompt(TASK_PROMPT, "write", SUBTASK_PROMPT, {})
     runs = [
-        ("plan", planner_prompt(TASK_PROMPT), claude_args(config, str(uuid.uuid4()), True)),
-        ("write", worker, claude_args(config, str(uuid.uuid4()), False)),
+        ("plan", planner_prompt(TASK_PROMPT), claude_args(claude, str(uuid.uuid4()), True)),
+        ("write", worker, claude_args(claude, str(uuid.uuid4()), False)),
     ]
     ws = work / "workspace"
     lines = ["#!/bin/sh", "set -eu"]
@@ -273,6 +127,16 @@ def baseline_script(inst: Instance, work: Path) -> str:
             f"{shlex.join(docker)} </dev/null >{out}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def claude_settings(config: Any) -> Any:
+    """What klaudiod.agent.command takes: a task's settings where tasks record them (from the
+    configuration, as a new task gets them), else the configuration itself."""
+    try:
+        module = importlib.import_module("klaudiod.settings")
+    except ImportError:
+        return config
+    return module.from_config(config)
 
 
 def time_baseline(inst: Instance, scratch: Path) -> Sample:
@@ -364,89 +228,12 @@ def bench_run(inst: Instance, scratch: Path, repeat: int) -> tuple[Series, Serie
     return run, base
 
 
-# Report ---------------------------------------------------------------------------------------
-
-
-def fmt_time(seconds: float) -> str:
-    """Milliseconds below a second, seconds with two decimals from there on."""
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def table(rows: Sequence[Series]) -> list[str]:
-    """Wall-time median, min and max, and the median CPU time of the processes waited for."""
-    width = max(len(s.label) for s in rows)
-    columns = ("median", "min", "max", "cpu")
-    head = f"{'command'.ljust(width)}  {'runs':>4}  " + "  ".join(f"{c:>8}" for c in columns)
-    lines = [head, "-" * len(head)]
-    for s in rows:
-        times = "  ".join(f"{fmt_time(t):>8}" for t in (s.median, s.low, s.high, s.cpu))
-        lines.append(f"{s.label.ljust(width)}  {len(s.samples):>4}  {times}")
-    return lines
-
-
-def verdict(ok: bool) -> str:
-    return "OK" if ok else "MISSED"
-
-
-def verdicts(
-    help_: Sequence[Series], listing: Sequence[Series], run: Sequence[Series]
-) -> list[str]:
-    (h, ps1, *_), (lst, ps2), (r, base) = help_, listing, run
-    ratio = r.median / base.median
-    return [
-        f"klaudio --help     median {fmt_time(h.median)}  (docker ps {fmt_time(ps1.median)})"
-        f"  target < {fmt_time(HELP_TARGET_S)}  {verdict(h.median < HELP_TARGET_S)}",
-        f"klaudio task list  median {fmt_time(lst.median)}  (docker ps {fmt_time(ps2.median)},"
-        f" ratio {lst.median / ps2.median:.1f})"
-        f"  target < {fmt_time(LIST_TARGET_S)}  {verdict(lst.median < LIST_TARGET_S)}",
-        f"klaudio run        median {fmt_time(r.median)}  (2x docker run {fmt_time(base.median)},"
-        f" ratio {ratio:.2f})  target ratio < {RUN_TARGET_RATIO:.2f}"
-        f"  {verdict(ratio < RUN_TARGET_RATIO)}",
-    ]
-
-
-def machine() -> str:
-    docker = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],
-        capture_output=True,
-        text=True,
-        timeout=QUICK_TIMEOUT,
-    ).stdout.strip()
-    return (
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, Docker {docker or '?'}"
-    )
-
-
-def progress(message: str) -> None:
-    print(f"... {message}", file=sys.stderr, flush=True)
-
-
-# Set-up and clean-up --------------------------------------------------------------------------
-
-
-def remove_containers(inst: Instance) -> None:
-    """Remove what this run left: the daemon's containers of its tasks, the baseline's ones."""
-    fmt = '{{.ID}} {{.Label "' + TASK_LABEL + '"}}'
-    listed = subprocess.run(
-        ["docker", "ps", "-a", "--filter", f"label={TASK_LABEL}", "--format", fmt],
-        capture_output=True,
-        text=True,
-        timeout=QUICK_TIMEOUT,
-    ).stdout
-    ids = [
-        cid
-        for cid, _, task in (ln.partition(" ") for ln in listed.splitlines())
-        if task in inst.task_ids
-    ]
-    ids += subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={BENCH_LABEL}={inst.run_id}"],
-        capture_output=True,
-        text=True,
-        timeout=QUICK_TIMEOUT,
-    ).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=QUICK_TIMEOUT)
+def klaudio_executable() -> str:
+    beside = Path(sys.executable).parent / "klaudio"
+    found = str(beside) if beside.is_file() else shutil.which("klaudio")
+    if not found:
+        raise BenchError("no `klaudio` executable beside this Python or on PATH")
+    return found
 
 
 @contextmanager
@@ -463,59 +250,309 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def klaudio_executable() -> str:
-    beside = Path(sys.executable).parent / "klaudio"
-    found = str(beside) if beside.is_file() else shutil.which("klaudio")
-    if not found:
-        raise BenchError("no `klaudio` executable beside this Python or on PATH")
-    return found
+def selection(value: str) -> frozenset[str]:
+    chosen = frozenset(v.strip() for v in value.split(",") if v.strip())
+    unknown = chosen - set(BENCHMARKS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown benchmark {', '.join(sorted(unknown)) or '(none)'}; "
+            f"choose from {','.join(BENCHMARKS)}"
+        )
+    return chosen
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     add = parser.add_argument
+    add(
+        "--only",
+        type=selection,
+        default=frozenset(BENCHMARKS),
+        help=f"comma-separated benchmarks to run, of {','.join(BENCHMARKS)} (all)",
+    )
     add("--repeat", type=int, default=20, help="runs of --help, task list, docker ps (20)")
     add("--run-repeat", type=int, default=5, help="runs of klaudio run and its baseline (5)")
     add("--tasks", type=int, default=1000, help="tasks in the store for task list (1000)")
+    add("--stop-repeat", type=int, default=5, help="stops of a task of 4 working agents (5)")
+    add(
+        "--checkpoint-repeat",
+        type=int,
+        default=3,
+        help="runs of checkpoint write and restore and of tar -cf / -xf (3)",
+    )
+    add("--checkpoint-files", type=int, default=50_000, help="files in the workspace (50000)")
+    add("--checkpoint-mib", type=int, default=1024, help="MiB in the workspace (1024)")
+    add(
+        "--restart-repeat",
+        type=int,
+        default=5,
+        help="daemon restarts, each way (5)",
+    )
+    add("--restart-tasks", type=int, default=10_000, help="tasks in the restarted store (10000)")
     add("--image", default=DEFAULT_IMAGE, help=f"agent image tag, built if stale ({DEFAULT_IMAGE})")
     args = parser.parse_args(argv)
-    if min(args.repeat, args.run_repeat, args.tasks) < 1:
-        parser.error("--repeat, --run-repeat and --tasks must be at least 1")
+    counts = (
+        args.repeat, args.run_repeat, args.tasks, args.stop_repeat, args.checkpoint_repeat,
+        args.checkpoint_files, args.checkpoint_mib, args.restart_repeat,
+    )  # fmt: skip
+    if min(counts) < 1:
+        parser.error("every count and repeat must be at least 1")
+    if args.restart_tasks <= control.LIVE_TASKS:
+        parser.error(f"--restart-tasks must be more than {control.LIVE_TASKS}")
     return args
 
 
-def benchmark(args: argparse.Namespace, scratch: Path) -> None:
-    """Measure everything, cleaning up the daemon and containers whatever happens; print."""
-    with FakeModel() as model:
-        script_model(model)
-        inst = Instance(scratch / "home", args.image, model.url, klaudio_executable())
-        inst.home.mkdir()
-        progress(f"klaudio --help, docker ps and python -c pass, {args.repeat} runs each")
-        help_ = bench_help(inst, args.repeat)
-        try:
-            progress(f"starting the daemon; building {args.image} unless it is up to date")
-            inst.start()
-            inst.ensure_image()
+@dataclass
+class Report:
+    """What was measured: table rows, verdict lines, notes on how."""
+
+    rows: list[Series] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def report_quick(
+    report: Report, help_: Sequence[Series], listing: Sequence[Series], run: Sequence[Series]
+) -> None:
+    if help_:
+        h, ps, _ = help_
+        report.rows += help_
+        report.verdicts.append(
+            f"klaudio --help     median {fmt_time(h.median)}  (docker ps {fmt_time(ps.median)})"
+            f"  target < {fmt_time(HELP_TARGET_S)}  {verdict(h.median < HELP_TARGET_S)}"
+        )
+    if listing:
+        lst, ps = listing
+        report.rows += listing
+        report.verdicts.append(
+            f"klaudio task list  median {fmt_time(lst.median)}  (docker ps {fmt_time(ps.median)},"
+            f" ratio {lst.median / ps.median:.1f})"
+            f"  target < {fmt_time(LIST_TARGET_S)}  {verdict(lst.median < LIST_TARGET_S)}"
+        )
+    if run:
+        r, base = run
+        ratio = r.median / base.median
+        report.rows += run
+        report.verdicts.append(
+            f"klaudio run        median {fmt_time(r.median)}  (2x docker run "
+            f"{fmt_time(base.median)}, ratio {ratio:.2f})  target ratio < {RUN_TARGET_RATIO:.2f}"
+            f"  {verdict(ratio < RUN_TARGET_RATIO)}"
+        )
+
+
+def report_stop(report: Report, stop: control.StopResult) -> None:
+    s = stop.latency
+    # The CLI's own return time differs only when a check after it found the stop unfinished.
+    report.rows += [stop.latency, stop.cli] if stop.late else [stop.latency]
+    logged = sorted(stop.checkpoint)
+    ckpt = f"; its checkpoint median {fmt_time(logged[len(logged) // 2])}" if logged else ""
+    late = f"; {stop.late} not yet done when the CLI returned" if stop.late else ""
+    report.verdicts.append(
+        f"task stop          median {fmt_time(s.median)} (min {fmt_time(s.low)}, max "
+        f"{fmt_time(s.high)}{ckpt}{late})  target < {fmt_time(STOP_TARGET_S)}"
+        f"  {verdict(s.median < STOP_TARGET_S)}"
+    )
+
+
+def report_checkpoint(
+    report: Report,
+    ws: checkpoint.Workspace,
+    direct: Sequence[Series],
+    e2e: checkpoint.EndToEnd | None,
+) -> None:
+    write, create, synced, extract, untar, removal = direct
+    report.rows += direct
+    w, x = write.median / create.median, extract.median / untar.median
+    shape = f"{ws.size / 2**30:.2f} GiB in {ws.files} files"
+    report.verdicts += [
+        f"checkpoint write   median {fmt_time(write.median)}  (tar -cf {fmt_time(create.median)},"
+        f" ratio {w:.2f}; tar -cf + fsync {fmt_time(synced.median)}, ratio "
+        f"{write.median / synced.median:.2f})  target ratio <= {CHECKPOINT_TARGET_RATIO}"
+        f"  {verdict(w <= CHECKPOINT_TARGET_RATIO)}",
+        f"checkpoint restore median {fmt_time(extract.median)}  (tar -xf "
+        f"{fmt_time(untar.median)}, ratio {x:.2f})  target ratio <= {CHECKPOINT_TARGET_RATIO}"
+        f"  {verdict(x <= CHECKPOINT_TARGET_RATIO)}",
+    ]
+    report.notes.append(f"checkpoint: a workspace of {shape}")
+    if e2e is not None:
+        report.notes.append(
+            f"checkpoint through a task (once): `task stop` {fmt_time(e2e.stop)}, its checkpoint "
+            f"({e2e.size / 2**30:.2f} GiB) written in {fmt_time(e2e.write)} (ratio to tar -cf "
+            f"{e2e.write / create.median:.2f}); `task restore` {fmt_time(e2e.restore)} (ratio to "
+            f"tar -xf {e2e.restore / untar.median:.2f}; it also removes the workspace it replaces, "
+            f"which took {fmt_time(removal.median)} alone above)"
+        )
+
+
+def report_restart(report: Report, restart: control.RestartResult, filled: float) -> None:
+    r = restart.to_list
+    report.rows += [restart.to_list, restart.to_answer, restart.autostart, restart.warm_list]
+    report.verdicts.append(
+        f"daemon restart     median {fmt_time(r.median)}  (answering after "
+        f"{fmt_time(restart.to_answer.median)}; task list with the daemon up "
+        f"{fmt_time(restart.warm_list.median)})  target < {fmt_time(RESTART_TARGET_S)}"
+        f"  {verdict(r.median < RESTART_TARGET_S)}"
+    )
+    stored = restart.tasks - control.LIVE_TASKS - 1
+    report.notes.append(
+        f"restart: {stored} tasks written through the daemon's Store in {filled:.1f} s, like one "
+        f"created through the client; {control.LIVE_TASKS} more created through the client with "
+        f"{restart.adopted} agents working"
+    )
+
+
+def checkpoint_direct(
+    args: argparse.Namespace, scratch: Path
+) -> tuple[checkpoint.Workspace, list[Series]]:
+    work = scratch / "checkpoint"
+    work.mkdir()
+    size = args.checkpoint_mib << 20
+    progress(f"writing a workspace of {args.checkpoint_mib} MiB in {args.checkpoint_files} files")
+    ws = checkpoint.make_workspace(work / "workspace", args.checkpoint_files, size)
+    progress(f"checkpoint write and restore, tar -cf and -xf, {args.checkpoint_repeat} runs each")
+    return ws, checkpoint.bench_direct(ws, work, args.checkpoint_repeat)
+
+
+def with_daemon(
+    args: argparse.Namespace,
+    scratch: Path,
+    inst: Instance,
+    holds: Holds,
+    ws: checkpoint.Workspace | None,
+    report: Report,
+    direct: list[Series],
+) -> None:
+    """The benchmarks that use the main instance's daemon."""
+    only = args.only
+    try:
+        progress(f"starting the daemon; building {args.image} unless it is up to date")
+        inst.start()
+        inst.ensure_image()
+        listing: tuple[Series, ...] = ()
+        run: tuple[Series, ...] = ()
+        if "list" in only:
             progress(f"creating {args.tasks} tasks")
             created = create_tasks(inst, args.tasks)
+            report.notes.append(
+                f"list: {args.tasks} tasks created through the client in {created:.1f} s"
+            )
             progress(f"klaudio task list and docker ps, {args.repeat} runs each")
             listing = bench_list(inst, args.repeat, args.tasks)
+        if "run" in only:
             progress(f"klaudio run and its docker baseline, {args.run_repeat} runs each")
             run = bench_run(inst, scratch, args.run_repeat)
-        except BenchError as exc:
-            raise BenchError(f"{exc}\n{inst.log_tail()}") from None
-        finally:
-            inst.stop()
-            remove_containers(inst)
-    print(f"klaudio benchmarks on {machine()}; agent image {args.image}")
-    print(
-        f"set-up: {args.tasks} tasks created through the client in {created:.1f} s; "
-        "Python bytecode cached (as an installed wheel has it)"
+        report_quick(report, (), listing, run)
+        if "stop" in only:
+            progress(
+                f"klaudio task stop of {control.STOP_AGENTS} working agents, "
+                f"{args.stop_repeat} runs"
+            )
+            report_stop(report, control.bench_stop(inst, holds, args.stop_repeat))
+        if ws is not None:
+            progress("a checkpoint through a task: stop, then restore")
+            e2e = checkpoint.bench_end_to_end(inst, holds, ws)
+            report_checkpoint(report, ws, direct, e2e)
+    except BenchError as exc:
+        raise BenchError(f"{exc}\n{inst.log_tail()}") from None
+    finally:
+        inst.stop()
+        remove_containers(inst)
+
+
+def restart(
+    args: argparse.Namespace, scratch: Path, model: FakeModel, holds: Holds, report: Report
+) -> None:
+    """The daemon restart benchmark, on an instance of its own."""
+    per_task = str(control.AGENTS_PER_LIVE_TASK)
+    agents = control.LIVE_TASKS * control.AGENTS_PER_LIVE_TASK
+    settings = {
+        "KLAUDIO_AGENTS_PER_TASK": per_task,
+        "KLAUDIO_AGENTS_MAX_CONCURRENT": str(agents + control.LIVE_TASKS),
+        **team_settings(),
+    }
+    inst = Instance(
+        scratch / "restart", args.image, model.url, klaudio_executable(), settings=settings
     )
+    inst.home.mkdir()
+    # The template task, then the stored ones, then the live ones: --restart-tasks in all.
+    stored = args.restart_tasks - control.LIVE_TASKS - 1
+    daemon = control.Daemon(inst)
+    try:
+        daemon.start()
+        wait_answers(inst)
+        inst.ensure_image()
+        template = control.template_task(inst)
+        daemon.terminate()
+        progress(f"writing {stored} tasks through the daemon's Store")
+        paths = inst.paths
+        filled = control.fill_store(paths.db_file, paths.tasks_dir, stored, template)
+        daemon.start()
+        wait_answers(inst)
+        progress(
+            f"daemon restarts with {args.restart_tasks} tasks, {args.restart_repeat} runs each way"
+        )
+        result = control.bench_restart(inst, holds, daemon, args.restart_tasks, args.restart_repeat)
+        report_restart(report, result, filled)
+    except BenchError as exc:
+        raise BenchError(f"{exc}\n{inst.log_tail()}") from None
+    finally:
+        daemon.terminate()
+        if inst.answers():
+            inst.stop()
+        remove_containers(inst)
+
+
+def team_settings() -> dict[str, str]:
+    """A team that lets four agents of a task work at once, where tasks have teams.
+
+    The default team (solo) runs one agent at a time; parallel-devs runs four developers.
+    """
+    has_teams = any(f.name == "teams" for f in dataclasses.fields(Config))
+    return {"KLAUDIO_TEAMS_DEFAULT": "parallel-devs"} if has_teams else {}
+
+
+def wait_answers(inst: Instance) -> None:
+    wait_until(inst.answers, QUICK_TIMEOUT, "klaudiod to answer")
+
+
+def benchmark(args: argparse.Namespace, scratch: Path) -> None:
+    """Measure what was chosen, cleaning up daemons and containers whatever happens; print."""
+    only = args.only
+    report = Report()
+    holds = Holds()
+    with FakeModel() as model:
+        script_model(model)
+        control.script_stop(model, holds)
+        checkpoint.script_model(model, holds)
+        control.script_restart(model, holds)
+        settings = {
+            "KLAUDIO_AGENTS_PER_TASK": str(control.STOP_AGENTS),
+            "KLAUDIO_AGENTS_MAX_CONCURRENT": str(control.STOP_AGENTS + 1),
+            **team_settings(),
+        }
+        inst = Instance(
+            scratch / "home", args.image, model.url, klaudio_executable(), settings=settings
+        )
+        inst.home.mkdir()
+        if "help" in only:
+            progress(f"klaudio --help, docker ps and python -c pass, {args.repeat} runs each")
+            report_quick(report, bench_help(inst, args.repeat), (), ())
+        ws: checkpoint.Workspace | None = None
+        direct: list[Series] = []
+        if "checkpoint" in only:
+            ws, direct = checkpoint_direct(args, scratch)
+        if only & WITH_DAEMON:
+            with_daemon(args, scratch, inst, holds, ws, report, direct)
+        if "restart" in only:
+            restart(args, scratch, model, holds, report)
+    print(f"klaudio benchmarks on {machine()}; agent image {args.image}")
+    print("Python bytecode cached (as an installed wheel has it)")
+    for note in report.notes:
+        print(note)
     print()
-    print("\n".join(table([*help_, *listing, *run])))
+    print("\n".join(table(report.rows)))
     print()
-    print("\n".join(verdicts(help_, listing, run)))
+    print("\n".join(report.verdicts))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
