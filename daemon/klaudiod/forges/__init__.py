@@ -12,7 +12,7 @@ import importlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from klaudio.errors import InvalidArgument, Unavailable
 
@@ -228,16 +228,14 @@ class BaseForge:
 
 
 def redact(url: str) -> str:
-    """url without any password or token in its user part (for messages)."""
-    if "://" not in url:
+    """url with anything before an `@` of its authority hidden (for messages).
+
+    Taken up to the last `@`, so a token holding `/` or `@` that breaks URL parsing is hidden too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    parts = urlsplit(url)
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username
-    netloc = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 def split_url(url: str) -> tuple[str, list[str]]:
