@@ -23,10 +23,14 @@ from klaudio.rpc.v1 import (
     daemon_pb2_grpc,
     images_pb2,
     images_pb2_grpc,
+    plans_pb2,
+    plans_pb2_grpc,
     stream_pb2,
     stream_pb2_grpc,
     tasks_pb2,
     tasks_pb2_grpc,
+    teams_pb2,
+    teams_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -78,6 +82,8 @@ class Client:
         self._daemon = daemon_pb2_grpc.DaemonServiceStub(self._channel)
         self._images = images_pb2_grpc.ImageServiceStub(self._channel)
         self._checkpoints = checkpoints_pb2_grpc.CheckpointServiceStub(self._channel)
+        self._plans = plans_pb2_grpc.PlanServiceStub(self._channel)
+        self._teams = teams_pb2_grpc.TeamServiceStub(self._channel)
         self._metadata: tuple[tuple[str, str | bytes], ...] = ()
 
     def close(self) -> None:
@@ -114,9 +120,10 @@ class Client:
         repo: str = "",
         start: bool = False,
         auto_approve: bool = False,
+        team: str = "",
     ) -> tasks_pb2.Task:
         request = tasks_pb2.CreateTaskRequest(
-            prompt=prompt, name=name, repo=repo, start=start, auto_approve=auto_approve
+            prompt=prompt, name=name, repo=repo, start=start, auto_approve=auto_approve, team=team
         )
         return self._call(self._tasks.CreateTask, request, timeout=None).task
 
@@ -187,6 +194,44 @@ class Client:
             auto_approve=auto_approve,
         )
         return self._call(self._tasks.RelaunchTask, request, timeout=None).task
+
+    # Plans --------------------------------------------------------------------------------
+
+    def answer_questions(self, task_id: str, answers: dict[str, str]) -> tasks_pb2.Task:
+        """Record answers (question id -> answer), all or none; the last one resumes planning."""
+        request = plans_pb2.AnswerQuestionsRequest(task_id=task_id, answers=answers)
+        return self._call(self._plans.AnswerQuestions, request).task
+
+    def set_plan(self, task_id: str, text: str, based_on_version: int = 0) -> tasks_pb2.Task:
+        """Replace a planned task's plan with text (YAML or JSON), validated as a whole.
+
+        based_on_version is the version the text was edited from (0: no check).
+        """
+        request = plans_pb2.SetPlanRequest(
+            task_id=task_id, text=text, based_on_version=based_on_version
+        )
+        return self._call(self._plans.SetPlan, request).task
+
+    def replan_task(self, task_id: str, context: str = "") -> tasks_pb2.Task:
+        request = plans_pb2.ReplanTaskRequest(task_id=task_id, context=context)
+        return self._call(self._plans.ReplanTask, request).task
+
+    # Teams --------------------------------------------------------------------------------
+
+    def list_teams(self) -> tuple[list[teams_pb2.Team], list[str]]:
+        """Every usable team, and a line for each user team file that does not parse."""
+        response = self._call(self._teams.ListTeams, teams_pb2.ListTeamsRequest())
+        return list(response.teams), list(response.invalid)
+
+    def get_team(self, name: str) -> teams_pb2.Team:
+        return self._call(self._teams.GetTeam, teams_pb2.GetTeamRequest(name=name)).team
+
+    def add_team(self, text: str, replace: bool = False) -> teams_pb2.Team:
+        request = teams_pb2.AddTeamRequest(yaml=text, replace=replace)
+        return self._call(self._teams.AddTeam, request).team
+
+    def remove_team(self, name: str) -> None:
+        self._call(self._teams.RemoveTeam, teams_pb2.RemoveTeamRequest(name=name))
 
     # Checkpoints --------------------------------------------------------------------------
 

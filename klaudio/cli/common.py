@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from klaudio import errors
 from klaudio.cli.textsafe import safe
 from klaudio.paths import Paths, resolve
 
@@ -65,6 +66,65 @@ def out(line: str = "", painted: bool = False) -> None:
             it is.
     """
     print(line if painted else safe(line), flush=True)
+
+
+def read_file(path: str) -> str:
+    """A text file's content: at most 4 MiB of UTF-8 (undecodable bytes refused, not replaced).
+
+    Raises:
+        InvalidArgument: naming the file and the problem.
+    """
+    from pathlib import Path
+
+    from klaudio.validate import MAX_PROMPT_BYTES
+
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_PROMPT_BYTES + 1)
+    except OSError as exc:
+        raise errors.InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PROMPT_BYTES:
+        raise errors.InvalidArgument(
+            f"{path} is over the limit of {MAX_PROMPT_BYTES} bytes (4 MiB)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidArgument(
+            f"{path} is not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+
+
+def refusal(head: str, problems: list[str]) -> errors.InvalidArgument:
+    """A refusal listing problems, in the shape the daemon sends one (see problems()).
+
+    One problem is the whole message; several are "<head>:" and one "- <problem>" line each.
+    """
+    if len(problems) == 1:
+        return errors.InvalidArgument(problems[0])
+    return errors.InvalidArgument("\n".join([f"{head}:", *(f"- {p}" for p in problems)]))
+
+
+def problems(exc: errors.KlaudioError) -> tuple[str, list[str]] | None:
+    """The head line and problems of a refusal that lists them (a plan, a team file); else None.
+
+    The daemon (and refusal()) write such a refusal as "<head>:" and one "- <problem>" line each.
+    """
+    if not isinstance(exc, errors.InvalidArgument):
+        return None
+    head, *rest = str(exc).split("\n")
+    if not rest or not head.endswith(":") or not all(line.startswith("- ") for line in rest):
+        return None
+    return head, [line[2:] for line in rest]
+
+
+def error_lines(exc: errors.KlaudioError) -> list[str]:
+    """What the CLI prints for an error: one safe line, or a head line and a line per problem."""
+    listed = problems(exc)
+    if listed is None:
+        return [f"klaudio: {safe(str(exc), one_line=True)}"]
+    head, found = listed
+    return [f"klaudio: {safe(head, one_line=True)}", *(safe(p, one_line=True) for p in found)]
 
 
 def color_enabled() -> bool:

@@ -33,6 +33,8 @@ def state(task: Task) -> str:
     return STATE_NAMES.get(task.state, str(task.state))
 
 
+# Who wrote a plan version, as Plan.source says it.
+PLAN_SOURCES = {"planner": "by the planner", "edit": "edited"}
 CONTROL_SHOWN = {"stop": "stopping…", "cancel": "cancelling…"}
 RESUMES = "resumes by itself at"
 
@@ -72,6 +74,8 @@ def outcome(task: Task) -> str:
     """
     short = task.id[:8]
     line = f"task {short} {state(task)}" + (f": {task.reason}" if task.reason else "")
+    if state(task) == "awaiting_answers":
+        return f"{line}; see the questions with `klaudio task questions {short}`"
     if state(task) != "paused":
         return line
     when = resume_at(task)
@@ -103,8 +107,12 @@ def task_dict(task: Task) -> dict[str, Any]:
     """A whole task (as `task show -o json` prints it) with stable keys."""
     data = summary_dict(task)
     data["prompt"] = task.prompt
+    data["settings"] = settings_dict(task) if task.HasField("settings") else None
+    data["approved_plan_version"] = task.approved_plan_version or None
     if task.HasField("plan"):
         data["plan"] = {
+            "version": task.plan.version,
+            "source": task.plan.source,
             "analysis": task.plan.analysis,
             "strategy": task.plan.strategy,
             "notes": task.plan.notes,
@@ -150,10 +158,42 @@ def task_dict(task: Task) -> dict[str, Any]:
             "suggestions": list(q.suggestions),
             "options": list(q.options),
             "answer": q.answer,
+            "round": q.round,
         }
         for q in task.questions
     ]
     return data
+
+
+def settings_dict(task: Task) -> dict[str, Any]:
+    """The settings a task runs with, recorded when it was created."""
+    s = task.settings
+    return {
+        "team": s.team,
+        "model": s.model,
+        "max_turns": s.max_turns,
+        "image": s.image,
+        "max_agents": s.max_agents,
+        "memory": s.memory,
+        "cpus": s.cpus,
+        "pids_limit": s.pids_limit,
+        "max_question_rounds": s.max_question_rounds,
+        "network": s.network,
+    }
+
+
+def plan_version(task: Task) -> str:
+    """'v2 (edited); v1 was approved': which plan version the task has and which was approved."""
+    plan = task.plan
+    source = PLAN_SOURCES.get(plan.source, _one(plan.source))
+    version = f"v{plan.version}" if plan.version else "current"
+    line = version + (f" ({source})" if source else "")
+    approved = task.approved_plan_version
+    if approved and approved == plan.version:
+        return f"{line}, approved"
+    if approved:
+        return f"{line}; v{approved} was approved"
+    return f"{line}, not approved yet" if state(task) == "planned" else line
 
 
 def age(task: Task, now: float | None = None) -> str:
@@ -189,6 +229,7 @@ def details(task: Task) -> list[str]:
         f"id:         {_one(task.id)}",
         f"name:       {_one(task.name)}",
         f"state:      {state(task)}{reason}",
+        f"team:       {_one(task.settings.team) or '(none)'}",
         f"repo:       {_one(task.repo) or '(empty workspace)'}",
         f"workspace:  {_one(task.workspace)}",
         f"cost:       ${task.cost_usd:.4f}",
@@ -198,6 +239,8 @@ def details(task: Task) -> list[str]:
     ]
     if task.HasField("plan"):
         plan = task.plan
+        if plan.version:
+            lines.append(f"plan:       {plan_version(task)}")
         lines.append(f"plan ({_one(plan.strategy)}): {_one(plan.analysis)}".rstrip(": "))
         ids = [_one(s.id) for s in plan.subtasks]
         width = max((len(i) for i in ids), default=0)
@@ -224,7 +267,8 @@ def details(task: Task) -> list[str]:
 
 def _question(q: Any) -> str:
     options = f" (options: {', '.join(_one(o) for o in q.options)})" if q.options else ""
-    return f"  {_one(q.id)}: {_one(q.text)}{options}"
+    answer = f" -> {_one(q.answer)}" if q.answer else ""
+    return f"  {_one(q.id)}: {_one(q.text)}{options}{answer}"
 
 
 def _one(text: str) -> str:

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from klaudio import __version__, errors
-from klaudio.cli import checkpoints, config, daemon, image, task
-from klaudio.cli.common import OPTIONS, Interrupted, interrupt
+from klaudio.cli import checkpoints, config, daemon, image, plans, task, teams
+from klaudio.cli import run as run_command
+from klaudio.cli.common import OPTIONS, Interrupted, error_lines, interrupt
 from klaudio.cli.textsafe import safe
 
 EPILOG = (
@@ -30,13 +31,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+for verb in ("questions", "answer", "plan", "replan"):
+    task.app.command(verb, epilog=plans.EPILOGS[verb])(getattr(plans, verb))
 task.app.command("checkpoints", epilog=checkpoints.EPILOGS["checkpoints"])(checkpoints.checkpoints)
 task.app.command("restore", epilog=checkpoints.EPILOGS["restore"])(checkpoints.restore)
 app.add_typer(task.app, name="task")
+app.add_typer(teams.app, name="team")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")
 app.add_typer(image.app, name="image")
-app.command("run", epilog=EPILOG)(task.run)
+app.command("run", epilog=run_command.EPILOG + "\n\n" + EPILOG)(run_command.run)
 
 
 def _version(value: bool) -> None:
@@ -81,8 +85,9 @@ def run() -> int:
     except errors.KlaudioError as exc:
         if OPTIONS.debug:
             raise
-        # The daemon's messages may quote model or repository text.
-        print(f"klaudio: {safe(str(exc), one_line=True)}", file=sys.stderr)
+        # The daemon's messages may quote model or repository text: every line is made safe.
+        for line in error_lines(exc):
+            print(line, file=sys.stderr)
         return exc.exit_code
     except (Interrupted, KeyboardInterrupt):
         return errors.EXIT_INTERRUPTED

@@ -385,6 +385,7 @@ class Renderer:
             "task": self._task_state,
             "plan": self._plan,
             "questions": self._questions,
+            "answers": self._answers,
             "subtask": self._subtask,
             "agent": self._agent_state,
             "notice": self._notice,
@@ -415,11 +416,12 @@ class Renderer:
     def _plan(self, agent: str, event: Event) -> list[str]:
         """Render a plan header and one line per subtask."""
         version = _int(event.get("version"))
-        strategy = _clean(_str(event.get("strategy")))
+        said = [_clean(_str(event.get("strategy")))]
+        said.append("edited" if event.get("source") == "edit" else "")
         raw = event.get("subtasks")
         subtasks = [_obj(item) for item in raw] if isinstance(raw, list) else []
         header = "── plan" + (f" v{version}" if version is not None else "")
-        header += f" ({strategy})" if strategy else ""
+        header += f" ({', '.join(part for part in said if part)})" if any(said) else ""
         out = [self._task_line(f"{header}, {_plural(len(subtasks), 'subtask')}", _BOLD)]
         ids = [_trunc(_clean(str(item.get("id", "?"))), _NAME_MAX) for item in subtasks]
         width = max((len(i) for i in ids), default=0)
@@ -428,8 +430,9 @@ class Renderer:
         return out
 
     def _questions(self, agent: str, event: Event) -> list[str]:
-        """Render the planner's questions, one line each."""
+        """Render the planner's questions, one line each, under '── planner asks (round 2):'."""
         raw = event.get("questions")
+        number = _int(event.get("round"))
         out: list[str] = []
         for item in raw if isinstance(raw, list) else []:
             question = _obj(item)
@@ -438,7 +441,16 @@ class Renderer:
                 continue
             ident = _clean(str(question.get("id", "")))
             out.append(self._task_line(f"   {ident}: {text}" if ident else f"   {text}"))
-        return [self._task_line("── planner asks:", _BOLD), *out] if out else []
+        head = f"── planner asks (round {number}):" if number else "── planner asks:"
+        return [self._task_line(head, _BOLD), *out] if out else []
+
+    def _answers(self, agent: str, event: Event) -> list[str]:
+        """Render answers recorded for the planner's questions: '── answered: db, port'."""
+        raw = event.get("answered")
+        ids = (
+            [_clean(str(item)) for item in raw if item is not None] if isinstance(raw, list) else []
+        )
+        return [self._task_line(f"── answered: {', '.join(ids)}")] if ids else []
 
     def _subtask(self, agent: str, event: Event) -> list[str]:
         """Render '── subtask <id> <state>[: reason]', a reason where it explains the state."""

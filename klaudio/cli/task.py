@@ -1,4 +1,4 @@
-"""`klaudio task ...` and `klaudio run`: create, inspect, drive, stop, retry, follow, wait."""
+"""`klaudio task ...`: create, inspect, drive, stop, retry, follow and wait for tasks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import typer
 from klaudio import errors, validate
 from klaudio.cli import format as fmt
 from klaudio.cli.common import Interrupted, connect, note, out
-from klaudio.cli.follow import Printer, events, task_state
+from klaudio.cli.complete import team_names
+from klaudio.cli.follow import Printer, events
 
 if TYPE_CHECKING:
     from klaudio.rpc.v1 import tasks_pb2
@@ -30,6 +31,16 @@ TaskId = Annotated[
         help="Task id, or a unique prefix of it.",
         show_default=False,
         callback=lambda value: validate.utf8(value, "the task id"),
+    ),
+]
+TeamOption = Annotated[
+    str,
+    typer.Option(
+        "--team",
+        help="The team template (see `klaudio team list`; default: teams.default).",
+        show_default=False,
+        autocompletion=team_names,
+        callback=lambda value: validate.utf8(value, "--team"),
     ),
 ]
 STATE_EXIT = {"completed": errors.EXIT_OK, "failed": errors.EXIT_TASK_FAILED}
@@ -86,6 +97,7 @@ def exit_code_for(state: str) -> int:
     "create",
     epilog=example(
         'klaudio task create "Add a hello script" --repo ./myrepo',
+        'klaudio task create "Split the parser" --team dev-review --start',
         "klaudio task create - < task.md",
     ),
 )
@@ -99,10 +111,14 @@ def create(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", "-y", help="Approve the plan as soon as it is valid.")
     ] = False,
+    team: TeamOption = "",
 ) -> None:
-    """Create a task (and with --start, start planning it); print its id."""
-    text, name, repo = _checked(prompt, name, repo)
-    task = connect().create_task(text, name, repo, start, auto_approve)
+    """Create a task (and with --start, start planning it); print its id.
+
+    Exits 0, 2 bad input, 3 unknown --team.
+    """
+    text, name, repo = checked(prompt, name, repo)
+    task = connect().create_task(text, name, repo, start, auto_approve, team)
     out(task.id)
 
 
@@ -346,57 +362,23 @@ def relaunch(
         out(task.id)
 
 
-def run(
-    prompt: Prompt,
-    repo: Annotated[
-        str, typer.Option("--repo", "-r", help="Local path or git URL to clone into the workspace.")
-    ] = "",
-    name: Annotated[str, typer.Option("--name", "-n", help="A short name for the task.")] = "",
-    auto_approve: Annotated[
-        bool, typer.Option("--auto-approve", "-y", help="Approve the plan without waiting.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One raw JSON event per line.")] = False,
-) -> None:
-    """Create and start a task, stream its output, and exit with its outcome.
-
-    Exits 0 when the task completed, 1 when it failed, 7 when it was paused, cancelled or
-    needs answers. Without --auto-approve it waits for `klaudio task approve ID`.
-    """
-    text, name, repo = _checked(prompt, name, repo)
-    client = connect()
-    task = client.create_task(text, name, repo, start=True, auto_approve=auto_approve)
-    note(f"task {task.id} created")
-    printer = Printer(as_json)
-    try:
-        for event in events(client, task.id):
-            printer.show(event)
-            state = task_state(event)
-            if state == "planned" and not auto_approve:
-                note(f"plan ready: approve it with `klaudio task approve {task.id[:8]}`")
-            if state == "awaiting_answers":
-                note(f"the planner has questions: see `klaudio task show {task.id[:8]}`")
-                break
-    except Interrupted:
-        note(f"stopped following; the task goes on: `klaudio task logs -f {task.id[:8]}`")
-        raise
-    printer.finish()
-    final = client.get_task(task.id)
-    note(fmt.outcome(final))
-    raise typer.Exit(exit_code_for(fmt.state(final)))
-
-
-def _checked(prompt: str, name: str, repo: str) -> tuple[str, str, str]:
+def checked(prompt: str, name: str, repo: str) -> tuple[str, str, str]:
     """The prompt, name and repo of a new task, checked before anything is sent."""
     return _prompt(prompt), validate.name(name), _repo(repo)
 
 
 def _prompt(value: str, name: str = "prompt") -> str:
-    """The prompt, read from stdin when it is "-" (for long prompts and pipelines).
+    """The prompt, read from stdin when it is "-" (for long prompts and pipelines)."""
+    if value != "-":
+        return validate.prompt(value, name)
+    return validate.prompt(read_stdin(name), f"the {name} read from stdin")
+
+
+def read_stdin(name: str) -> str:
+    """Text read from stdin, named name in errors: at most 4 MiB of UTF-8.
 
     Stdin is read as bytes and decoded strictly: undecodable bytes are refused, not replaced.
     """
-    if value != "-":
-        return validate.prompt(value, name)
     import sys
 
     field = f"the {name} read from stdin"
@@ -411,7 +393,7 @@ def _prompt(value: str, name: str = "prompt") -> str:
         raise errors.InvalidArgument(
             f"{field} is not valid UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
         ) from None
-    return validate.prompt(text, field)
+    return text
 
 
 def _repo(value: str) -> str:
