@@ -69,6 +69,16 @@ class TeamsConfig:
 
 
 @dataclass(frozen=True)
+class GitConfig:
+    """How a task's work is committed and pushed."""
+
+    author_name: str = "klaudio"
+    author_email: str = "klaudio@localhost"
+    # A task's branch is this followed by the first 8 characters of its id.
+    branch_prefix: str = "klaudio/"
+
+
+@dataclass(frozen=True)
 class CheckpointsConfig:
     """Archives of a task's workspace and agent sessions."""
 
@@ -95,6 +105,7 @@ class Config:
     agents: AgentsConfig = field(default_factory=AgentsConfig)
     planning: PlanningConfig = field(default_factory=PlanningConfig)
     teams: TeamsConfig = field(default_factory=TeamsConfig)
+    git: GitConfig = field(default_factory=GitConfig)
     checkpoints: CheckpointsConfig = field(default_factory=CheckpointsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
@@ -219,6 +230,21 @@ def _validate(config: Config, values: Mapping[str, tuple[Any, str]]) -> None:
         (
             re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", config.teams.default) is not None,
             "teams.default must be a team name (lower-case letters, digits and dashes)",
+        ),
+        (
+            bool(config.git.author_name.strip()) and "\n" not in config.git.author_name,
+            "git.author_name must be one non-empty line",
+        ),
+        (
+            re.fullmatch(r"[^\s<>@]+@[^\s<>@]+", config.git.author_email) is not None,
+            "git.author_email must be an e-mail address",
+        ),
+        (
+            re.fullmatch(r"[A-Za-z0-9._/-]{0,60}", config.git.branch_prefix) is not None
+            and ".." not in config.git.branch_prefix
+            and not config.git.branch_prefix.startswith(("/", "-", ".")),
+            "git.branch_prefix must be letters, digits, '.', '_', '-' and '/' (not starting "
+            "with '/', '-' or '.', no '..')",
         ),
         (
             math.isfinite(config.checkpoints.retention_days)

@@ -185,3 +185,33 @@ def since(value: int, field: str = "--since") -> int:
     if value > MAX_SEQ:
         raise InvalidArgument(f"{field} is too large (at most {MAX_SEQ})")
     return value
+
+
+# A git branch name as git check-ref-format allows it, restricted to what klaudio needs.
+_BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
+
+
+def branch(text: str, field: str = "--branch") -> str:
+    """A branch name ("" allowed: the default), never one git or a shell could misread.
+
+    Raises:
+        InvalidArgument: naming field, for a name with anything but letters, digits, ".",
+            "_", "-" and "/", or starting with "-", "/" or ".", or holding "..", "//" or ending
+            with "/", ".lock" or ".".
+    """
+    utf8(text, field)
+    if not text:
+        return text
+    bad = (
+        not _BRANCH.fullmatch(text)
+        or text.startswith(("-", "/", "."))
+        or text.endswith(("/", ".lock", "."))
+        or ".." in text
+        or "//" in text
+        or "/." in text
+    )
+    if bad:
+        raise InvalidArgument(
+            f"{field} {text!r}: not a usable branch name (letters, digits, '.', '_', '-', '/')"
+        )
+    return text

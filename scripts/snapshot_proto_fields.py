@@ -17,13 +17,23 @@ def current() -> dict[str, dict[str, Any]]:
         daemon_pb2,
         images_pb2,
         plans_pb2,
+        repos_pb2,
         stream_pb2,
         tasks_pb2,
         teams_pb2,
     )
 
     found: dict[str, dict[str, Any]] = {}
-    modules = (checkpoints_pb2, daemon_pb2, images_pb2, plans_pb2, stream_pb2, tasks_pb2, teams_pb2)
+    modules = (
+        checkpoints_pb2,
+        daemon_pb2,
+        images_pb2,
+        plans_pb2,
+        repos_pb2,
+        stream_pb2,
+        tasks_pb2,
+        teams_pb2,
+    )
     for module in modules:
         descriptor = module.DESCRIPTOR
         for message in descriptor.message_types_by_name.values():

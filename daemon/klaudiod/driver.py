@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from klaudio.errors import FailedPrecondition, KlaudioError
-from klaudiod import states
+from klaudiod import delivery, states
+from klaudiod.delivery import Target
 from klaudiod.executor import Interruption, executor_for
 from klaudiod.kit import Kit
 from klaudiod.planner import Planning
@@ -170,7 +171,11 @@ class Driver:
         kit = self._kit
         subs = await kit.db.call(kit.store.subtasks, task.id)
         if all(s.state == states.SUBTASK_COMPLETED for s in subs):
-            await self._transition(states.COMPLETED, limit_pauses=0)
+            failure = await deliver(kit, task)
+            if failure:
+                await self._transition(states.FAILED, f"delivery failed: {failure}")
+            else:
+                await self._transition(states.COMPLETED, limit_pauses=0)
             return
         reasons = [
             f"subtask {s.key} failed: {s.reason or 'no reason recorded'}"
@@ -225,3 +230,34 @@ async def cancel_subtasks(kit: Kit, task_id: str) -> None:
         if states.can_transition_subtask(sub.state, states.SUBTASK_CANCELLED):
             _, event = await kit.db.call(kit.store.set_subtask, sub.id, states.SUBTASK_CANCELLED)
             kit.bus.publish([event])
+
+
+async def deliver(kit: Kit, task: TaskRecord, override: Target | None = None) -> str:
+    """Deliver a task whose subtasks completed, as its target says; return why it failed ("").
+
+    Each step shows in the stream; a failure leaves the work as it is.
+    """
+    chosen = override or Target.from_dict(task.delivery)
+    if chosen is None or not chosen.delivers:
+        return ""
+    event = await kit.db.call(kit.store.set_delivery, task.id, "delivering")
+    kit.bus.publish([event])
+    detail = await kit.db.call(kit.store.detail, task.id)
+    git = kit.config.git
+    author = f"{git.author_name} <{git.author_email}>"
+    try:
+        done = await asyncio.to_thread(
+            delivery.deliver, task, detail, chosen, kit.files(task.id).git, author
+        )
+    except delivery.DeliveryFailed as exc:
+        event = await kit.db.call(
+            kit.store.set_delivery, task.id, "failed", delivery_reason=str(exc)
+        )
+        kit.bus.publish([event])
+        log.info("task %s: delivery failed: %s", task.id, exc)
+        return str(exc)
+    event = await kit.db.call(
+        kit.store.set_delivery, task.id, "delivered", delivery_reason="", **done
+    )
+    kit.bus.publish([event])
+    return ""

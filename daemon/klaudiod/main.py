@@ -23,6 +23,7 @@ from klaudiod.services.checkpoints import CheckpointService
 from klaudiod.services.daemon import DaemonService
 from klaudiod.services.images import ImageService
 from klaudiod.services.plans import PlanService
+from klaudiod.services.repos import RepoService
 from klaudiod.services.stream import StreamService
 from klaudiod.services.tasks import TaskService
 from klaudiod.services.teams import TeamService
@@ -58,6 +59,7 @@ async def serve(config: Config, paths: Paths) -> None:
             "checkpoints": CheckpointService(scheduler, db),
             "plans": PlanService(scheduler, db),
             "teams": TeamService(scheduler),
+            "repos": RepoService(db),
         },
     )
     log.info("klaudiod %s listening on %s (pid %d)", __version__, paths.socket, os.getpid())

@@ -176,12 +176,36 @@ _V4 = (
     'ALTER TABLE "question" ADD COLUMN "answered_at" REAL',
 )
 
+# Version 5: delivery. Repository templates; a task records how its work is delivered (a
+# snapshot of its template or flags: JSON), its task branch and base branch, the inputs it
+# was given (JSON), and the delivery's state, reason, pushed commit and pull request URL.
+_V5 = (
+    (
+        'CREATE TABLE "repotemplate" ("name" VARCHAR(255) NOT NULL PRIMARY KEY, '
+        '"url" TEXT NOT NULL, "branch" VARCHAR(255) NOT NULL, "forge" VARCHAR(255) NOT NULL, '
+        '"api_url" TEXT NOT NULL, "token_env" VARCHAR(255) NOT NULL, "token_file" TEXT NOT NULL, '
+        '"auto_branch" INTEGER NOT NULL, "auto_commit" INTEGER NOT NULL, '
+        '"auto_push" INTEGER NOT NULL, "auto_pr" INTEGER NOT NULL, '
+        '"pr_target" VARCHAR(255) NOT NULL, "reviewers" TEXT NOT NULL, "memory" INTEGER NOT NULL, '
+        '"created_at" REAL NOT NULL, "updated_at" REAL NOT NULL)'
+    ),
+    'ALTER TABLE "task" ADD COLUMN "delivery" TEXT NOT NULL DEFAULT \'{}\'',
+    'ALTER TABLE "task" ADD COLUMN "branch" VARCHAR(255) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "base_branch" VARCHAR(255) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "inputs" TEXT NOT NULL DEFAULT \'[]\'',
+    'ALTER TABLE "task" ADD COLUMN "delivery_state" VARCHAR(255) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "delivery_reason" TEXT NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "delivered_commit" VARCHAR(255) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "task" ADD COLUMN "pr_url" TEXT NOT NULL DEFAULT \'\'',
+)
+
 # (version, statements), oldest first; a database at version N has run every migration up to N.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, _V1),
     (2, _V2),
     (3, _V3),
     (4, _V4),
+    (5, _V5),
 )
 
 LATEST: int = MIGRATIONS[-1][0]

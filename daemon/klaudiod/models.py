@@ -12,6 +12,7 @@ from klaudiod.records import (
     CheckpointRecord,
     PlanRecord,
     QuestionRecord,
+    RepoTemplateRecord,
     RunRecord,
     SubtaskRecord,
     TaskRecord,
@@ -55,6 +56,14 @@ class Task(Base):
     settings = pw.TextField(default="{}")
     approved_version = pw.IntegerField(default=0)
     planner_message = pw.TextField(default="")
+    delivery = pw.TextField(default="{}")
+    branch = pw.CharField(default="")
+    base_branch = pw.CharField(default="")
+    inputs = pw.TextField(default="[]")
+    delivery_state = pw.CharField(default="")
+    delivery_reason = pw.TextField(default="")
+    delivered_commit = pw.CharField(default="")
+    pr_url = pw.TextField(default="")
 
     def record(self) -> TaskRecord:
         """This row as a record (prompt empty when the query left it out)."""
@@ -78,6 +87,14 @@ class Task(Base):
             settings=json.loads(self.settings or "{}"),
             approved_version=self.approved_version,
             planner_message=self.planner_message or "",
+            delivery=json.loads(self.delivery or "{}"),
+            branch=self.branch,
+            base_branch=self.base_branch,
+            inputs=tuple(json.loads(self.inputs or "[]")),
+            delivery_state=self.delivery_state,
+            delivery_reason=self.delivery_reason,
+            delivered_commit=self.delivered_commit,
+            pr_url=self.pr_url,
         )
 
 
@@ -270,6 +287,46 @@ class Checkpoint(Base):
         """This row as a record."""
         return CheckpointRecord(
             self.id, self.task_id, self.created_at, self.reason, self.size, self.path
+        )
+
+
+class RepoTemplate(Base):
+    """A repository template: where a task's repository comes from and how work is delivered."""
+
+    name = pw.CharField(primary_key=True)
+    url = pw.TextField()
+    branch = pw.CharField()
+    forge = pw.CharField()
+    api_url = pw.TextField()
+    token_env = pw.CharField()
+    token_file = pw.TextField()
+    auto_branch = pw.BooleanField()
+    auto_commit = pw.BooleanField()
+    auto_push = pw.BooleanField()
+    auto_pr = pw.BooleanField()
+    pr_target = pw.CharField()
+    reviewers = pw.TextField()
+    memory = pw.BooleanField()
+    created_at = pw.FloatField()
+    updated_at = pw.FloatField()
+
+    def record(self) -> RepoTemplateRecord:
+        """This row as a record."""
+        return RepoTemplateRecord(
+            name=self.name,
+            url=self.url,
+            branch=self.branch,
+            forge=self.forge,
+            api_url=self.api_url,
+            token_env=self.token_env,
+            token_file=self.token_file,
+            auto_branch=bool(self.auto_branch),
+            auto_commit=bool(self.auto_commit),
+            auto_push=bool(self.auto_push),
+            auto_pr=bool(self.auto_pr),
+            pr_target=self.pr_target,
+            reviewers=tuple(json.loads(self.reviewers or "[]")),
+            memory=bool(self.memory),
         )
 
 

@@ -37,6 +37,18 @@ class TaskRecord:
     approved_version: int = 0
     # The planner's next message (answers, a replan's context), until a planner run takes it.
     planner_message: str = ""
+    # How the work is delivered (delivery.py): a snapshot of its template or flags.
+    delivery: dict[str, Any] = field(default_factory=dict)
+    # The task's branch ("" without auto-branch), and the branch the workspace was cloned from.
+    branch: str = ""
+    base_branch: str = ""
+    # The inputs it was given: their names under input/ in the workspace.
+    inputs: tuple[str, ...] = ()
+    # "" (nothing to deliver, or not yet), delivering, delivered or failed; why; what.
+    delivery_state: str = ""
+    delivery_reason: str = ""
+    delivered_commit: str = ""
+    pr_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,26 @@ class CheckpointRecord:
     reason: str
     size: int
     path: str
+
+
+@dataclass(frozen=True)
+class RepoTemplateRecord:
+    """A repository template (the token itself is never stored: only where it comes from)."""
+
+    name: str
+    url: str
+    branch: str
+    forge: str
+    api_url: str
+    token_env: str
+    token_file: str
+    auto_branch: bool
+    auto_commit: bool
+    auto_push: bool
+    auto_pr: bool
+    pr_target: str
+    reviewers: tuple[str, ...]
+    memory: bool
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from klaudiod import changes, safefs, states
 from klaudiod.records import Detail
 from klaudiod.workspace import TaskFiles
@@ -13,6 +15,11 @@ FILES_SHOWN = 200
 def prepare(old: Detail, was: TaskFiles, files: TaskFiles) -> str:
     """Copy a task's workspace and base for its relaunch; return its story for the planner."""
     skipped = safefs.copy_tree(was.workspace, files.workspace)
+    if was.git.is_dir():
+        # The daemon's own repository (no agent writes it): the new task delivers from it.
+        shutil.copytree(was.git, files.git, symlinks=True)
+    if (was.root / "inputs").is_dir():
+        safefs.copy_tree(was.root / "inputs", files.root / "inputs")
     base = changes.load(was.base)
     changes.save(files.base, base)
     changed = changes.changed(was.workspace, base)

@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from klaudio.config import Config
 from klaudio.errors import FailedPrecondition, InvalidArgument, NotFound, Timeout
 from klaudio.paths import Paths
 from klaudiod import agent as agentlib
-from klaudiod import changes, plan, relaunch, repo, settings, states, teams, workspace
+from klaudiod import (
+    changes,
+    delivery,
+    inputs,
+    plan,
+    relaunch,
+    repo,
+    settings,
+    states,
+    teams,
+    workspace,
+)
 from klaudiod.checkpoints import Checkpoints
 from klaudiod.db import Db
 from klaudiod.driver import (
@@ -30,6 +43,7 @@ from klaudiod.driver import (
     STOPPED_BY_USER,
     Driver,
     cancel_subtasks,
+    deliver,
 )
 from klaudiod.executor import STRATEGIES_WITH_EXECUTOR
 from klaudiod.janitor import Janitor
@@ -103,45 +117,58 @@ class Scheduler:
 
     # Commands ----------------------------------------------------------------------------
 
-    async def create(
-        self,
-        prompt: str,
-        name: str,
-        source: str,
-        start: bool,
-        auto_approve: bool,
-        team: str = "",
-    ) -> Detail:
+    async def create(self, request: NewTask) -> Detail:
         """Create a task (cloning its repo into the workspace) and optionally start it.
 
-        The task records its team (team, or teams.default) and the settings it runs with.
+        The task records its team (or teams.default), the settings it runs with, and how its
+        work is delivered (its repository template's, or --push/--pr).
         """
-        if not prompt.strip():
+        if not request.prompt.strip():
             raise InvalidArgument("prompt is empty")
-        chosen = await asyncio.to_thread(self.teams.get, team or self._kit.config.teams.default)
+        config = self._kit.config
+        chosen = await asyncio.to_thread(self.teams.get, request.team or config.teams.default)
+        template = (
+            await self._kit.db.call(self.store.repo, request.template) if request.template else None
+        )
+        source = template.url if template and not request.source else request.source
+        if template and request.source and request.source != template.url:
+            raise InvalidArgument(
+                f"--repo {request.source} is not the template's repository {template.url}"
+            )
+        target = delivery.target(source, template, request.push, request.pr, request.pr_target)
+        given = inputs.check(list(request.inputs))
         task_id = uuid.uuid4().hex[:12]
         files = self._kit.files(task_id)
+        branch = config.git.branch_prefix + task_id[:8] if target.branch else ""
+        clone_branch = request.branch or (template.branch if template else "")
         files.root.mkdir(parents=True)
         try:
-            base = await asyncio.to_thread(_clone, source, files)
+            cloned = await asyncio.to_thread(_clone, source, files, target, clone_branch, branch)
+            names = await asyncio.to_thread(inputs.copy, files, given)
             _, event = await self._kit.db.call(
                 self.store.create_task,
                 task_id,
-                name.strip() or _default_name(prompt),
-                prompt,
+                request.name.strip() or _default_name(request.prompt),
+                request.prompt,
                 source,
                 str(files.workspace),
-                auto_approve,
+                request.auto_approve,
                 "",
-                base,
+                cloned.commit,
                 chosen.name,
-                settings.snapshot(self._kit.config, chosen),
+                settings.snapshot(config, chosen),
+                {
+                    "delivery": target.to_dict() if target.delivers else {},
+                    "branch": branch if cloned.commit else "",
+                    "base_branch": cloned.branch,
+                    "inputs": names,
+                },
             )
         except BaseException:
             await asyncio.to_thread(workspace.remove, files)
             raise
         self._kit.bus.publish([event])
-        if start:
+        if request.start:
             return await self.start(task_id)
         return await self._detail(task_id)
 
@@ -258,6 +285,16 @@ class Scheduler:
                     old.task.base_commit,
                     old.task.team,
                     old.task.settings,
+                    {
+                        "delivery": old.task.delivery,
+                        "branch": (
+                            self._kit.config.git.branch_prefix + new_id[:8]
+                            if old.task.branch
+                            else ""
+                        ),
+                        "base_branch": old.task.base_branch,
+                        "inputs": list(old.task.inputs),
+                    },
                 )
             except BaseException:
                 await asyncio.to_thread(workspace.remove, files)
@@ -373,6 +410,49 @@ class Scheduler:
                         await self._kit.db.call(self.store.set_session, agent.id, str(uuid.uuid4()))
             await self._transition(task_id, states.RUNNING, "retrying " + ", ".join(sorted(chosen)))
             self._spawn(task_id)
+            return await self._detail(task_id)
+
+    async def publish(self, task_id: str, push: bool, pr: bool) -> Detail:
+        """Deliver a completed task's work, or try a failed delivery again.
+
+        push and pr add to what the task was created to deliver. A failed delivery leaves the
+        task failed (exit 1) with the reason; one that succeeds completes it.
+        """
+        async with self._deciding(task_id):
+            task = await self._kit.db.call(self.store.task, task_id)
+            retry = task.state == states.FAILED and task.delivery_state == "failed"
+            if task.state != states.COMPLETED and not retry:
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; only a completed task, or one whose "
+                    "delivery failed, can be published"
+                )
+            recorded = delivery.Target.from_dict(task.delivery)
+            chosen = delivery.target(
+                task.repo,
+                None,
+                push or bool(recorded and recorded.push),
+                pr or bool(recorded and recorded.pr),
+                recorded.pr_target if recorded else "",
+            )
+            if recorded is not None:
+                chosen = dataclasses.replace(
+                    recorded, push=chosen.push, pr=chosen.pr, commit=True, branch=True
+                )
+            if not chosen.delivers:
+                raise InvalidArgument(
+                    f"task {task_id[:8]} has nothing to deliver: give --push or --pr"
+                )
+            if not task.branch:
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} has no task branch (it was created without a "
+                    "repository or delivery)"
+                )
+            failure = await deliver(self._kit, task, chosen)
+            if not failure and retry:
+                _, event = await self._kit.db.call(self.store.delivered, task_id)
+                self._kit.bus.publish([event])
+            elif failure and task.state == states.COMPLETED:
+                log.info("task %s: publication failed: %s", task_id, failure)
             return await self._detail(task_id)
 
     async def checkpoints(self, task_id: str) -> list[CheckpointRecord]:
@@ -570,14 +650,40 @@ def _retried(subs: Sequence[SubtaskRecord], names: Sequence[str]) -> set[str]:
     return chosen
 
 
-def _clone(source: str, files: TaskFiles) -> str:
-    """Fill a new task's workspace (a clone of source, or empty); record its base files."""
+@dataclass(frozen=True)
+class NewTask:
+    """What CreateTask asks for."""
+
+    prompt: str
+    name: str = ""
+    source: str = ""
+    start: bool = False
+    auto_approve: bool = False
+    team: str = ""
+    template: str = ""
+    push: bool = False
+    pr: bool = False
+    pr_target: str = ""
+    branch: str = ""
+    inputs: tuple[str, ...] = ()
+
+
+def _clone(
+    source: str, files: TaskFiles, target: delivery.Target, clone_branch: str, task_branch: str
+) -> repo.Cloned:
+    """Fill a new task's workspace: empty, or a clone of source on its task branch.
+
+    The daemon first makes a bare clone of its own (credentials passed for that call only),
+    then the workspace from it; the base commit's files are recorded for what the task
+    changes.
+    """
     if not source:
         files.workspace.mkdir()
-        return ""
-    commit = repo.clone(source, files.workspace)
-    changes.save(files.base, repo.manifest(files.workspace, commit))
-    return commit
+        return repo.Cloned("", "")
+    cloned = repo.clone(source, files.git, delivery.credentials(target), clone_branch, bare=True)
+    repo.checkout(files.git, files.workspace, source, cloned.commit, task_branch)
+    changes.save(files.base, repo.manifest(files.git, cloned.commit))
+    return cloned
 
 
 def _default_name(prompt: str) -> str:

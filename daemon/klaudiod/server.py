@@ -19,6 +19,7 @@ from klaudio.rpc.v1 import (
     daemon_pb2_grpc,
     images_pb2_grpc,
     plans_pb2_grpc,
+    repos_pb2_grpc,
     stream_pb2_grpc,
     tasks_pb2_grpc,
     teams_pb2_grpc,
@@ -135,6 +136,7 @@ async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio
     checkpoints_pb2_grpc.add_CheckpointServiceServicer_to_server(servicers["checkpoints"], server)
     plans_pb2_grpc.add_PlanServiceServicer_to_server(servicers["plans"], server)
     teams_pb2_grpc.add_TeamServiceServicer_to_server(servicers["teams"], server)
+    repos_pb2_grpc.add_RepoServiceServicer_to_server(servicers["repos"], server)
     server.add_insecure_port(f"unix:{paths.socket}")
     await server.start()
     os.chmod(paths.socket, 0o600)

@@ -6,6 +6,7 @@ design asks for; peewee stays inside this module and models.py, and callers get 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +23,7 @@ from klaudiod.models import (
     Checkpoint,
     Plan,
     Question,
+    RepoTemplate,
     StreamEvent,
     Subtask,
     Task,
@@ -36,11 +38,14 @@ from klaudiod.records import (
     Detail,
     PlanRecord,
     QuestionRecord,
+    RepoTemplateRecord,
     RunRecord,
     SubtaskRecord,
     TaskRecord,
 )
 
+# Task columns a list leaves out (record() gives their defaults).
+SUMMARY_OMITS = frozenset({"prompt", "context", "planner_message", "settings", "delivery"})
 KIND_AGENT = 1
 KIND_TASK = 2
 
@@ -94,6 +99,7 @@ class Store:
         base_commit: str = "",
         team: str = "",
         settings: dict[str, Any] | None = None,
+        git: dict[str, Any] | None = None,
     ) -> tuple[TaskRecord, StreamEvent]:
         """Insert a new task in state created, with its first lifecycle event."""
         now = time.time()
@@ -112,6 +118,10 @@ class Store:
                 base_commit=base_commit,
                 team=team,
                 settings=json.dumps(settings or {}),
+                delivery=json.dumps((git or {}).get("delivery", {})),
+                branch=(git or {}).get("branch", ""),
+                base_branch=(git or {}).get("base_branch", ""),
+                inputs=json.dumps(list((git or {}).get("inputs", []))),
             )
             event = self._emit(task_id, {"type": "task", "state": states.CREATED, "reason": ""})
         return task.record(), event
@@ -140,8 +150,12 @@ class Store:
         return str(matches[0])
 
     def tasks(self, only: Sequence[str] = ()) -> list[TaskRecord]:
-        """All tasks without their prompts, newest first, optionally only in the given states."""
-        fields = [f for f in Task._meta.sorted_fields if f.name != "prompt"]
+        """All tasks as summaries, newest first, optionally only in the given states.
+
+        A summary leaves out what can be long: the prompt, the planner's context and message,
+        the settings and delivery snapshots.
+        """
+        fields = [f for f in Task._meta.sorted_fields if f.name not in SUMMARY_OMITS]
         query = Task.select(*fields).order_by(Task.created_at.desc())
         if only:
             query = query.where(Task.state.in_(list(only)))
@@ -668,6 +682,94 @@ class Store:
         )
         rows: list[dict[str, Any]] = list(query)  # type: ignore[arg-type]
         return {row["task"]: float(row["total"] or 0.0) for row in rows}
+
+    # Delivery and repository templates ---------------------------------------------------
+
+    def set_delivery(self, task_id: str, state: str, **fields: str) -> StreamEvent:
+        """Record the delivery's state (and reason, delivered_commit, pr_url), with an event."""
+        with db.atomic():
+            task = self._task(task_id)
+            task.delivery_state = state
+            for key, value in fields.items():
+                setattr(task, key, value)
+            task.updated_at = time.time()
+            task.save()
+            payload: dict[str, Any] = {"type": "delivery", "state": state, **fields}
+            return self._emit(task_id, payload)
+
+    def delivered(self, task_id: str) -> tuple[TaskRecord, StreamEvent]:
+        """Complete a task failed only by its delivery, now that a publication succeeded.
+
+        Raises:
+            FailedPrecondition: unless the task failed in delivery with every subtask done.
+        """
+        with db.atomic():
+            task = self._task(task_id)
+            subs = self.subtasks(task_id)
+            done = all(s.state == states.SUBTASK_COMPLETED for s in subs)
+            if task.state != states.FAILED or task.delivery_state != "delivered" or not done:
+                raise FailedPrecondition(
+                    f"task {task_id[:8]} is {task.state}; it cannot become completed"
+                )
+            TaskEvent.create(
+                task=task_id,
+                time=time.time(),
+                from_state=task.state,
+                to_state=states.COMPLETED,
+                reason="published",
+            )
+            task.state = states.COMPLETED
+            task.reason = ""
+            task.updated_at = time.time()
+            task.save()
+            event = self._emit(task_id, {"type": "task", "state": states.COMPLETED, "reason": ""})
+        return task.record(), event
+
+    def add_repo(self, template: RepoTemplateRecord, replace: bool) -> RepoTemplateRecord:
+        """Store a repository template.
+
+        Raises:
+            FailedPrecondition: when one of that name exists and replace is not set.
+        """
+        with db.atomic():
+            existing = RepoTemplate.get_or_none(RepoTemplate.name == template.name)
+            if existing is not None and not replace:
+                raise FailedPrecondition(
+                    f"repository template {template.name} exists; change it with "
+                    f"`klaudio repo edit {template.name}`"
+                )
+            now = time.time()
+            fields = dataclasses.asdict(template)
+            fields["reviewers"] = json.dumps(list(template.reviewers))
+            if existing is None:
+                RepoTemplate.create(**fields, created_at=now, updated_at=now)
+            else:
+                RepoTemplate.update(**fields, updated_at=now).where(
+                    RepoTemplate.name == template.name
+                ).execute()
+        return self.repo(template.name)
+
+    def repo(self, name: str) -> RepoTemplateRecord:
+        """The repository template of that name.
+
+        Raises:
+            NotFound: naming the templates there are.
+        """
+        row = RepoTemplate.get_or_none(RepoTemplate.name == name)
+        if row is None:
+            known = ", ".join(r.name for r in self.repos()) or "none yet"
+            raise NotFound(f"no repository template {name!r} (templates: {known})")
+        return row.record()
+
+    def repos(self) -> list[RepoTemplateRecord]:
+        """Every repository template, by name."""
+        return [row.record() for row in RepoTemplate.select().order_by(RepoTemplate.name)]
+
+    def remove_repo(self, name: str) -> None:
+        """Forget a repository template (tasks keep their snapshot of it)."""
+        self.repo(name)
+        with db.atomic():
+            RepoTemplate.delete().where(RepoTemplate.name == name).execute()
 
     # Checkpoints -------------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ class TaskFiles:
         self.workspace = self.root / "workspace"
         # The base commit's files (path -> blob id), recorded at clone time (changes.py).
         self.base = self.root / "base.json"
+        # The daemon's own bare clone of the task's repository (repo.py): delivery happens
+        # there, never in the agents' workspace.
+        self.git = self.root / "repo.git"
 
     def agent_dir(self, agent: str) -> Path:
         """The agent's own directory (the daemon's; no container mounts it)."""

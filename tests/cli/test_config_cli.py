@@ -68,6 +68,7 @@ def test_show_json_has_every_section(instance: Instance) -> None:
         "agents",
         "planning",
         "teams",
+        "git",
         "checkpoints",
         "daemon",
         "credentials",

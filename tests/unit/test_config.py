@@ -316,6 +316,7 @@ def test_as_dict_has_every_section_as_plain_values() -> None:
         "agents",
         "planning",
         "teams",
+        "git",
         "checkpoints",
         "daemon",
     ]

@@ -105,7 +105,8 @@ def test_reopening_keeps_the_data_and_does_not_rerun_migrations(db_file: Path) -
 def test_an_older_schema_version_is_migrated_on_open(db_file: Path) -> None:
     first = Store(db_file)
     try:
-        # Undo versions 2 to 4 by hand: the next open must run them again.
+        # Undo versions 2 to 5 by hand: the next open must run them again.
+        db.execute_sql("DROP TABLE repotemplate")
         db.execute_sql("DROP TABLE checkpoint")
         db.execute_sql("DROP TABLE agentrun")
         models.SchemaVersion.update(version=1).execute()
@@ -119,6 +120,14 @@ def test_an_older_schema_version_is_migrated_on_open(db_file: Path) -> None:
             ("task", "settings"),
             ("task", "approved_version"),
             ("task", "planner_message"),
+            ("task", "delivery"),
+            ("task", "branch"),
+            ("task", "base_branch"),
+            ("task", "inputs"),
+            ("task", "delivery_state"),
+            ("task", "delivery_reason"),
+            ("task", "delivered_commit"),
+            ("task", "pr_url"),
             ("plan", "source"),
             ("question", "round"),
             ("question", "answered_at"),

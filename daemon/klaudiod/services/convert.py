@@ -52,10 +52,33 @@ def task(record: TaskRecord, cost: float = 0.0) -> tasks_pb2.Task:
         resume_at=timestamp(record.resume_at),
         control=record.control,
         approved_plan_version=record.approved_version,
+        branch=record.branch,
+        base_branch=record.base_branch,
+        base_commit=record.base_commit,
+        inputs=record.inputs,
     )
+    if record.delivery or record.delivery_state:
+        msg.delivery.CopyFrom(_delivery(record))
     if record.settings:
         msg.settings.CopyFrom(_settings(record))
     return msg
+
+
+def _delivery(record: TaskRecord) -> tasks_pb2.Delivery:
+    chosen = record.delivery
+    return tasks_pb2.Delivery(
+        template=str(chosen.get("template", "")),
+        forge=str(chosen.get("forge", "")),
+        commit=bool(chosen.get("commit", False)),
+        push=bool(chosen.get("push", False)),
+        pr=bool(chosen.get("pr", False)),
+        pr_target=str(chosen.get("pr_target", "")),
+        reviewers=[str(r) for r in chosen.get("reviewers", [])],
+        state=record.delivery_state,
+        reason=record.delivery_reason,
+        commit_id=record.delivered_commit,
+        pr_url=record.pr_url,
+    )
 
 
 def _settings(record: TaskRecord) -> tasks_pb2.TaskSettings:

@@ -9,7 +9,7 @@ import grpc
 from klaudio import validate
 from klaudio.rpc.v1 import tasks_pb2, tasks_pb2_grpc
 from klaudiod.db import Db
-from klaudiod.scheduler import Scheduler
+from klaudiod.scheduler import NewTask, Scheduler
 from klaudiod.services import convert
 from klaudiod.services.errors import mapped
 
@@ -36,12 +36,20 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     ) -> tasks_pb2.CreateTaskResponse:
         # The same checks as the CLI's: other tools may call the API directly.
         created = await self._scheduler.create(
-            validate.prompt(request.prompt),
-            validate.name(request.name, "name"),
-            validate.repo_source(request.repo, "repo"),
-            request.start,
-            request.auto_approve,
-            validate.utf8(request.team, "team"),
+            NewTask(
+                prompt=validate.prompt(request.prompt),
+                name=validate.name(request.name, "name"),
+                source=validate.repo_source(request.repo, "repo"),
+                start=request.start,
+                auto_approve=request.auto_approve,
+                team=validate.utf8(request.team, "team"),
+                template=validate.utf8(request.repo_template, "repo_template"),
+                push=request.push,
+                pr=request.pr,
+                pr_target=validate.branch(request.pr_target, "pr_target"),
+                branch=validate.branch(request.branch, "branch"),
+                inputs=tuple(validate.utf8(p, "inputs") for p in request.inputs),
+            )
         )
         return tasks_pb2.CreateTaskResponse(task=convert.detail(created))
 
@@ -135,6 +143,14 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         task_id = await self._resolve(request.task_id)
         retried = await self._scheduler.retry(task_id, list(request.subtasks), request.fresh)
         return tasks_pb2.RetryTaskResponse(task=convert.detail(retried))
+
+    @mapped
+    async def PublishTask(
+        self, request: tasks_pb2.PublishTaskRequest, context: Context
+    ) -> tasks_pb2.PublishTaskResponse:
+        task_id = await self._resolve(request.task_id)
+        published = await self._scheduler.publish(task_id, request.push, request.pr)
+        return tasks_pb2.PublishTaskResponse(task=convert.detail(published))
 
     @mapped
     async def RelaunchTask(

@@ -77,6 +77,11 @@ class Task(_message.Message):
     CONTROL_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     APPROVED_PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    BASE_BRANCH_FIELD_NUMBER: _builtins.int
+    BASE_COMMIT_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     prompt: _builtins.str
@@ -92,6 +97,12 @@ class Task(_message.Message):
     """A stop or cancel recorded and being carried out: "stop", "cancel" or empty."""
     approved_plan_version: _builtins.int
     """The plan version that was approved (0: none yet)."""
+    branch: _builtins.str
+    """Git and delivery: the task branch, the branch and commit the workspace was cloned from,
+    and how delivery went.
+    """
+    base_branch: _builtins.str
+    base_commit: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -110,6 +121,10 @@ class Task(_message.Message):
     def settings(self) -> Global___TaskSettings:
         """The team and the settings that shape the task's run, as they were when it was created."""
 
+    @_builtins.property
+    def delivery(self) -> Global___Delivery: ...
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -131,14 +146,74 @@ class Task(_message.Message):
         control: _builtins.str = ...,
         settings: Global___TaskSettings | None = ...,
         approved_plan_version: _builtins.int = ...,
+        branch: _builtins.str = ...,
+        base_branch: _builtins.str = ...,
+        base_commit: _builtins.str = ...,
+        delivery: Global___Delivery | None = ...,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "plan", b"plan", "resume_at", b"resume_at", "settings", b"settings", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery", b"delivery", "plan", b"plan", "resume_at", b"resume_at", "settings", b"settings", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "approved_plan_version", b"approved_plan_version", "auto_approve", b"auto_approve", "control", b"control", "cost_usd", b"cost_usd", "created_at", b"created_at", "id", b"id", "name", b"name", "plan", b"plan", "prompt", b"prompt", "questions", b"questions", "reason", b"reason", "repo", b"repo", "resume_at", b"resume_at", "settings", b"settings", "state", b"state", "updated_at", b"updated_at", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "approved_plan_version", b"approved_plan_version", "auto_approve", b"auto_approve", "base_branch", b"base_branch", "base_commit", b"base_commit", "branch", b"branch", "control", b"control", "cost_usd", b"cost_usd", "created_at", b"created_at", "delivery", b"delivery", "id", b"id", "inputs", b"inputs", "name", b"name", "plan", b"plan", "prompt", b"prompt", "questions", b"questions", "reason", b"reason", "repo", b"repo", "resume_at", b"resume_at", "settings", b"settings", "state", b"state", "updated_at", b"updated_at", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class Delivery(_message.Message):
+    """How a task's work is delivered, and how that went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    FORGE_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
+    PR_FIELD_NUMBER: _builtins.int
+    PR_TARGET_FIELD_NUMBER: _builtins.int
+    REVIEWERS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    COMMIT_ID_FIELD_NUMBER: _builtins.int
+    PR_URL_FIELD_NUMBER: _builtins.int
+    template: _builtins.str
+    """The repository template it came from, if any."""
+    forge: _builtins.str
+    commit: _builtins.bool
+    push: _builtins.bool
+    pr: _builtins.bool
+    pr_target: _builtins.str
+    state: _builtins.str
+    """"", "delivering", "delivered" or "failed"."""
+    reason: _builtins.str
+    """Why it failed (the forge's or the remote's message, token masked)."""
+    commit_id: _builtins.str
+    pr_url: _builtins.str
+    @_builtins.property
+    def reviewers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        template: _builtins.str = ...,
+        forge: _builtins.str = ...,
+        commit: _builtins.bool = ...,
+        push: _builtins.bool = ...,
+        pr: _builtins.bool = ...,
+        pr_target: _builtins.str = ...,
+        reviewers: _abc.Iterable[_builtins.str] | None = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        commit_id: _builtins.str = ...,
+        pr_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "commit_id", b"commit_id", "forge", b"forge", "pr", b"pr", "pr_target", b"pr_target", "pr_url", b"pr_url", "push", b"push", "reason", b"reason", "reviewers", b"reviewers", "state", b"state", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
 
 @_typing.final
 class TaskSettings(_message.Message):
@@ -392,6 +467,12 @@ class CreateTaskRequest(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     AUTO_APPROVE_FIELD_NUMBER: _builtins.int
     TEAM_FIELD_NUMBER: _builtins.int
+    REPO_TEMPLATE_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
+    PR_FIELD_NUMBER: _builtins.int
+    PR_TARGET_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     name: _builtins.str
     repo: _builtins.str
@@ -402,6 +483,24 @@ class CreateTaskRequest(_message.Message):
     """Approve the plan as soon as it is valid."""
     team: _builtins.str
     """The team template; empty for the configured teams.default."""
+    repo_template: _builtins.str
+    """A repository template (klaudio repo add): its URL, branch, credentials and delivery
+    settings; repo, when also given, must be empty or the template's URL.
+    """
+    push: _builtins.bool
+    """Delivery without a template (or on top of one): push the task branch, open a pull
+    request to pr_target (default: the branch the workspace was cloned from).
+    """
+    pr: _builtins.bool
+    pr_target: _builtins.str
+    branch: _builtins.str
+    """The branch to clone; empty for the repository's default (or the template's)."""
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Files or directories (absolute paths on the daemon's host) given to the task: stored with
+        it and copied into the workspace under input/.
+        """
+
     def __init__(
         self,
         *,
@@ -411,10 +510,16 @@ class CreateTaskRequest(_message.Message):
         start: _builtins.bool = ...,
         auto_approve: _builtins.bool = ...,
         team: _builtins.str = ...,
+        repo_template: _builtins.str = ...,
+        push: _builtins.bool = ...,
+        pr: _builtins.bool = ...,
+        pr_target: _builtins.str = ...,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
+        branch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_approve", b"auto_approve", "name", b"name", "prompt", b"prompt", "repo", b"repo", "start", b"start", "team", b"team"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_approve", b"auto_approve", "branch", b"branch", "inputs", b"inputs", "name", b"name", "pr", b"pr", "pr_target", b"pr_target", "prompt", b"prompt", "push", b"push", "repo", b"repo", "repo_template", b"repo_template", "start", b"start", "team", b"team"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -921,3 +1026,49 @@ class RelaunchTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RelaunchTaskResponse: _TypeAlias = RelaunchTaskResponse  # noqa: Y015
+
+@_typing.final
+class PublishTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
+    PR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    push: _builtins.bool
+    """Override the task's recorded delivery for this publication (push, open a pull request)."""
+    pr: _builtins.bool
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        push: _builtins.bool = ...,
+        pr: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pr", b"pr", "push", b"push", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishTaskRequest: _TypeAlias = PublishTaskRequest  # noqa: Y015
+
+@_typing.final
+class PublishTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___Task: ...
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishTaskResponse: _TypeAlias = PublishTaskResponse  # noqa: Y015

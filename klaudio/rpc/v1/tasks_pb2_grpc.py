@@ -90,6 +90,11 @@ class TaskServiceStub:
                 request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
                 response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
                 _registered_method=True)
+        self.PublishTask = channel.unary_unary(
+                '/klaudio.rpc.v1.TaskService/PublishTask',
+                request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.PublishTaskRequest.SerializeToString,
+                response_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.PublishTaskResponse.FromString,
+                _registered_method=True)
         self.RelaunchTask = channel.unary_unary(
                 '/klaudio.rpc.v1.TaskService/RelaunchTask',
                 request_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RelaunchTaskRequest.SerializeToString,
@@ -175,6 +180,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishTask(self, request, context):
+        """PublishTask delivers a completed task's work (commit, push, pull request), or tries a
+        failed delivery again; the task's work is never touched by a failed delivery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RelaunchTask(self, request, context):
         """RelaunchTask creates a new task from a finished one: same source and settings, a copy of
         its workspace and, unless no_context, what happened to it as context for the planner.
@@ -240,6 +253,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.RetryTask,
                     request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskRequest.FromString,
                     response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'PublishTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishTask,
+                    request_deserializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.PublishTaskRequest.FromString,
+                    response_serializer=klaudio_dot_rpc_dot_v1_dot_tasks__pb2.PublishTaskResponse.SerializeToString,
             ),
             'RelaunchTask': grpc.unary_unary_rpc_method_handler(
                     servicer.RelaunchTask,
@@ -545,6 +563,33 @@ class TaskService:
             '/klaudio.rpc.v1.TaskService/RetryTask',
             klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
             klaudio_dot_rpc_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/klaudio.rpc.v1.TaskService/PublishTask',
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.PublishTaskRequest.SerializeToString,
+            klaudio_dot_rpc_dot_v1_dot_tasks__pb2.PublishTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

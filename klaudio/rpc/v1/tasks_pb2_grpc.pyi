@@ -56,6 +56,10 @@ class TaskServiceStub:
     """CancelTask ends an unfinished task for good, stopping its agents."""
     RetryTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RetryTaskRequest, _tasks_pb2.RetryTaskResponse]
     """RetryTask runs a failed task's failed subtasks (and those skipped because of them) again."""
+    PublishTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.PublishTaskRequest, _tasks_pb2.PublishTaskResponse]
+    """PublishTask delivers a completed task's work (commit, push, pull request), or tries a
+    failed delivery again; the task's work is never touched by a failed delivery.
+    """
     RelaunchTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.RelaunchTaskRequest, _tasks_pb2.RelaunchTaskResponse]
     """RelaunchTask creates a new task from a finished one: same source and settings, a copy of
     its workspace and, unless no_context, what happened to it as context for the planner.
@@ -87,6 +91,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """CancelTask ends an unfinished task for good, stopping its agents."""
     RetryTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RetryTaskRequest, _tasks_pb2.RetryTaskResponse]  # type: ignore[assignment]
     """RetryTask runs a failed task's failed subtasks (and those skipped because of them) again."""
+    PublishTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.PublishTaskRequest, _tasks_pb2.PublishTaskResponse]  # type: ignore[assignment]
+    """PublishTask delivers a completed task's work (commit, push, pull request), or tries a
+    failed delivery again; the task's work is never touched by a failed delivery.
+    """
     RelaunchTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.RelaunchTaskRequest, _tasks_pb2.RelaunchTaskResponse]  # type: ignore[assignment]
     """RelaunchTask creates a new task from a finished one: same source and settings, a copy of
     its workspace and, unless no_context, what happened to it as context for the planner.
@@ -181,6 +189,16 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.RetryTaskResponse, _abc.Awaitable[_tasks_pb2.RetryTaskResponse]]:
         """RetryTask runs a failed task's failed subtasks (and those skipped because of them) again."""
+
+    @_abc_1.abstractmethod
+    def PublishTask(
+        self,
+        request: _tasks_pb2.PublishTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.PublishTaskResponse, _abc.Awaitable[_tasks_pb2.PublishTaskResponse]]:
+        """PublishTask delivers a completed task's work (commit, push, pull request), or tries a
+        failed delivery again; the task's work is never touched by a failed delivery.
+        """
 
     @_abc_1.abstractmethod
     def RelaunchTask(
