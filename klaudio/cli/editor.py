@@ -20,6 +20,10 @@ T = TypeVar("T")
 FALLBACK_EDITOR = "vi"
 
 
+class NoEditor(Exception):
+    """The editor could not be run at all."""
+
+
 def editor_command() -> list[str]:
     """The editor to run: $VISUAL, else $EDITOR, else vi (with its arguments, as a shell splits)."""
     value = os.environ.get("VISUAL", "").strip() or os.environ.get("EDITOR", "").strip()
@@ -61,8 +65,16 @@ def edit(
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(text)
     try:
+        edited = False
         while True:
-            _run_editor(path)
+            try:
+                _run_editor(path)
+            except NoEditor as exc:
+                if edited:
+                    raise errors.InvalidArgument(f"{exc}; your {what} is in {path}") from None
+                path.unlink()  # it holds only what the person was shown
+                raise errors.InvalidArgument(str(exc)) from None
+            edited = True
             saved = _read(path)
             if saved is not None and saved == text:
                 note(f"the {what} is unchanged; nothing was sent")
@@ -100,8 +112,9 @@ def _run_editor(path: Path) -> None:
     try:
         code = subprocess.call([*command, str(path)])
     except OSError as exc:
-        raise errors.InvalidArgument(
-            f"cannot run the editor {command[0]!r} ({exc.strerror or exc}); set $VISUAL or $EDITOR"
+        why = exc.strerror or str(exc)
+        raise NoEditor(
+            f"cannot run the editor {command[0]!r} ({why}); set $VISUAL or $EDITOR"
         ) from None
     if code != 0:
         raise errors.InvalidArgument(

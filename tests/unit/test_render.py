@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from klaudio.cli import format as fmt
 from klaudio.cli.render import Renderer
-from klaudio.rpc.v1.tasks_pb2 import Agent, Plan, Subtask, Task
+from klaudio.rpc.v1.tasks_pb2 import Agent, Plan, Question, Subtask, Task, TaskSettings
 
 # Payloads below follow the measured samples in claude-code-headless.md sections 2.1-2.5.
 INIT = json.dumps(
@@ -487,6 +487,33 @@ def test_questions() -> None:
     ]
 
 
+def test_questions_say_their_round() -> None:
+    event = {"type": "questions", "round": 2, "questions": [{"id": "q3", "text": "Which cache?"}]}
+    assert task_lines(Renderer(), event) == ["── planner asks (round 2):", "   q3: Which cache?"]
+
+
+def test_answers() -> None:
+    event = {"type": "answers", "answered": ["db", "port\x1b[2J"]}
+    assert task_lines(Renderer(), event) == ["── answered: db, port\\x1b[2J"]
+    assert task_lines(Renderer(), {"type": "answers", "answered": []}) == []
+
+
+def test_an_edited_plan_says_so() -> None:
+    event = {
+        "type": "plan",
+        "version": 3,
+        "source": "edit",
+        "strategy": "dag",
+        "subtasks": [{"id": "a", "name": "Write it", "depends_on": []}],
+    }
+    assert task_lines(Renderer(), event) == [
+        "── plan v3 (dag, edited), 1 subtask",
+        "   a  Write it",
+    ]
+    planner = {**event, "source": "planner", "strategy": ""}
+    assert task_lines(Renderer(), planner)[0] == "── plan v3, 1 subtask"
+
+
 def test_subtask() -> None:
     event = {"type": "subtask", "id": "a", "name": "Write it", "state": "running"}
     assert task_lines(Renderer(), event) == ["── subtask a running"]
@@ -553,6 +580,11 @@ MALFORMED_TASK: list[Any] = [
     {"type": "plan", "subtasks": [None, {"id": None, "depends_on": [1, None]}]},
     {"type": "questions", "questions": None},
     {"type": "questions", "questions": [None, {"text": 5}, {"id": 1, "text": "ok?"}]},
+    {"type": "questions", "round": "two", "questions": [{"id": "q", "text": "ok?"}]},
+    {"type": "answers", "answered": "db"},
+    {"type": "answers", "answered": [None, 5, ["x"], "db"]},
+    {"type": "answers"},
+    {"type": "plan", "source": ["edit"], "subtasks": []},
     {"type": "subtask"},
     {"type": "agent", "exit_code": "zero", "cost_usd": -1, "reason": ["x"]},
     {"type": "control", "control": 5},
@@ -613,7 +645,8 @@ ALL_AGENT_PAYLOADS = [
 ALL_TASK_EVENTS: list[dict[str, Any]] = [
     {"type": "task", "state": "planning", "reason": ""},
     {"type": "plan", "version": 1, "strategy": "dag", "subtasks": [{"id": "a", "name": "W"}]},
-    {"type": "questions", "questions": [{"id": "q1", "text": "Which DB?"}]},
+    {"type": "questions", "round": 1, "questions": [{"id": "q1", "text": "Which DB?"}]},
+    {"type": "answers", "answered": ["q1"]},
     {"type": "subtask", "id": "a", "name": "Write it", "state": "completed"},
     {"type": "agent", "agent": "a", "state": "starting"},
     {"type": "agent", "agent": "a", "state": "failed", "exit_code": 1, "reason": "x"},
@@ -919,3 +952,66 @@ def test_last_line_of_a_paused_task_says_what_comes_next(utc: None) -> None:
     )
     assert fmt.outcome(a_task(state=8, reason="boom")) == "task 3f2a9c1e failed: boom"
     assert fmt.outcome(a_task(state=7)) == "task 3f2a9c1e completed"
+
+
+def test_show_names_the_team_and_the_approved_plan_version() -> None:
+    plan = Plan(version=3, source="edit", strategy="dag", analysis="a")
+    lines = fmt.details(
+        a_task(plan=plan, approved_plan_version=2, settings=TaskSettings(team="solo"))
+    )
+    assert "team:       solo" in lines
+    assert lines[lines.index("plan (dag): a") - 1] == "plan:       v3 (edited); v2 was approved"
+    approved = a_task(
+        plan=Plan(version=1, source="planner", strategy="dag"), approved_plan_version=1
+    )
+    assert "plan:       v1 (by the planner), approved" in fmt.details(approved)
+    assert "team:       (none)" in fmt.details(approved)
+
+
+def test_show_gives_answers() -> None:
+    task = a_task(
+        state=3,
+        questions=[
+            Question(id="db", text="Which DB?", options=["a", "b"], answer="b", round=1),
+            Question(id="port", text="Which port?", round=2),
+        ],
+    )
+    lines = fmt.details(task)
+    assert lines[lines.index("questions:") + 1 :] == [
+        "  db: Which DB? (options: a, b) -> b",
+        "  port: Which port?",
+    ]
+
+
+def test_json_of_a_task_carries_settings_versions_and_rounds() -> None:
+    task = a_task(
+        plan=Plan(version=2, source="edit", strategy="dag"),
+        approved_plan_version=1,
+        settings=TaskSettings(team="dev-review", max_agents=3, max_question_rounds=3, cpus=2.0),
+        questions=[Question(id="db", round=2)],
+    )
+    data = fmt.task_dict(task)
+    assert data["settings"]["team"] == "dev-review"
+    assert set(data["settings"]) == {
+        "team",
+        "model",
+        "max_turns",
+        "image",
+        "max_agents",
+        "memory",
+        "cpus",
+        "pids_limit",
+        "max_question_rounds",
+        "network",
+    }
+    assert data["approved_plan_version"] == 1
+    assert (data["plan"]["version"], data["plan"]["source"]) == (2, "edit")
+    assert data["questions"][0]["round"] == 2
+    bare = fmt.task_dict(a_task())
+    assert (bare["settings"], bare["approved_plan_version"]) == (None, None)
+
+
+def test_the_outcome_of_a_task_awaiting_answers_says_where_the_questions_are() -> None:
+    assert fmt.outcome(a_task(state=3)) == (
+        "task 3f2a9c1e awaiting_answers; see the questions with `klaudio task questions 3f2a9c1e`"
+    )
