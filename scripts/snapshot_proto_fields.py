@@ -15,6 +15,7 @@ def current() -> dict[str, dict[str, Any]]:
     from klaudio.rpc.v1 import (
         checkpoints_pb2,
         daemon_pb2,
+        files_pb2,
         images_pb2,
         plans_pb2,
         repos_pb2,
@@ -27,6 +28,7 @@ def current() -> dict[str, dict[str, Any]]:
     modules = (
         checkpoints_pb2,
         daemon_pb2,
+        files_pb2,
         images_pb2,
         plans_pb2,
         repos_pb2,

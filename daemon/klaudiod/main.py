@@ -21,6 +21,7 @@ from klaudiod.runtime import Runtime
 from klaudiod.scheduler import Scheduler
 from klaudiod.services.checkpoints import CheckpointService
 from klaudiod.services.daemon import DaemonService
+from klaudiod.services.files import FileService
 from klaudiod.services.images import ImageService
 from klaudiod.services.plans import PlanService
 from klaudiod.services.repos import RepoService
@@ -60,6 +61,7 @@ async def serve(config: Config, paths: Paths) -> None:
             "plans": PlanService(scheduler, db),
             "teams": TeamService(scheduler),
             "repos": RepoService(db),
+            "files": FileService(db, paths.tasks_dir, paths.state_dir / "scratch"),
         },
     )
     log.info("klaudiod %s listening on %s (pid %d)", __version__, paths.socket, os.getpid())

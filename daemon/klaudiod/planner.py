@@ -71,7 +71,11 @@ class Planning:
         setup = settings.of(task, self._kit.config)
         brief = teams.planner_brief(setup.team) if setup.team else ""
         memory = await self._kit.repository(task)
-        return agentlib.planner_prompt(task.prompt, task.context, brief, memory)
+        context = task.context
+        if task.inputs:
+            given = "\n".join(f"- /workspace/input/{name}" for name in task.inputs)
+            context = f"Files given with the task (in /workspace/input/):\n{given}\n" + context
+        return agentlib.planner_prompt(task.prompt, context, brief, memory)
 
     async def _run(self, task: TaskRecord, agent: AgentRecord | None, stop: Stop) -> Outcome | None:
         """The planner's outcome: run it (or adopt or resume it); None when it was stopped."""

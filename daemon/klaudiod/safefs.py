@@ -243,15 +243,19 @@ class Entry:
     dir_fd: int
 
 
-def scan(root: Path, enter: Callable[[Entry], bool] | None = None) -> Generator[Entry, None, None]:
-    """Each entry beneath root, as walk() gives them, with its directory's fd.
+def scan(
+    root: Path, enter: Callable[[Entry], bool] | None = None, rel: str = ""
+) -> Generator[Entry, None, None]:
+    """Each entry beneath root (or root/rel, reached link-safely), with its directory's fd.
 
-    enter, when given, is asked about each directory once it has been yielded: those it
-    answers False for are not descended into.
+    Entries come as walk() gives them; paths are relative to where the scan starts. enter,
+    when given, is asked about each directory once it has been yielded: those it answers
+    False for are not descended into.
     """
-    with closing(_tree([_open_root(root)])) as tree:
-        for rel, (fd,), subdirs in tree:
-            prefix = "".join(f"{name}/" for name in rel)
+    start = _components(rel)
+    with closing(_tree([_open_dirs(root, start, len(start), False, 0)])) as tree:
+        for names, (fd,), subdirs in tree:
+            prefix = "".join(f"{name}/" for name in names)
             for name in sorted(entry.name for entry in _scan(fd)):
                 try:
                     st = os.lstat(name, dir_fd=fd)

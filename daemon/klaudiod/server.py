@@ -17,6 +17,7 @@ from klaudio.rpc import TOKEN_METADATA
 from klaudio.rpc.v1 import (
     checkpoints_pb2_grpc,
     daemon_pb2_grpc,
+    files_pb2_grpc,
     images_pb2_grpc,
     plans_pb2_grpc,
     repos_pb2_grpc,
@@ -137,6 +138,7 @@ async def start(paths: Paths, token: str, servicers: dict[str, Any]) -> grpc.aio
     plans_pb2_grpc.add_PlanServiceServicer_to_server(servicers["plans"], server)
     teams_pb2_grpc.add_TeamServiceServicer_to_server(servicers["teams"], server)
     repos_pb2_grpc.add_RepoServiceServicer_to_server(servicers["repos"], server)
+    files_pb2_grpc.add_FileServiceServicer_to_server(servicers["files"], server)
     server.add_insecure_port(f"unix:{paths.socket}")
     await server.start()
     os.chmod(paths.socket, 0o600)
