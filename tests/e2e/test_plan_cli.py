@@ -519,3 +519,62 @@ def test_replan_with_context_goes_on_in_the_planners_session(
     assert daemon.cli("task", "plan", task_id, check=True).stdout.startswith(
         f"task {task_id[:8]}: plan v2 (by the planner), not approved yet"
     )
+
+
+def test_an_edit_of_a_plan_that_changed_meanwhile_is_refused_and_kept(
+    planned: tuple[Instance, str], tmp_path: Path
+) -> None:
+    daemon, task_id = planned
+    theirs = plan_yaml(daemon, task_id)
+    theirs["notes"] = "changed by someone else"
+    (tmp_path / "theirs.yaml").write_text(yaml.safe_dump(theirs))
+    script = tmp_path / "editor"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import pathlib, subprocess, sys\n"
+        f"subprocess.run([{sys.executable!r}, '-m', 'klaudio', 'task', 'plan', {task_id!r},"
+        f" '--set', {str(tmp_path / 'theirs.yaml')!r}], check=True)\n"
+        "path = pathlib.Path(sys.argv[1])\n"
+        "path.write_text(path.read_text().replace('notes: scripted', 'notes: mine'))\n"
+    )
+    script.chmod(0o755)
+    daemon.env.update(EDITOR=str(script), VISUAL="")
+
+    result = daemon.cli("task", "plan", task_id, "--edit")
+
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.splitlines()
+    kept = re.fullmatch(r"klaudio: your plan is saved in (\S+)", lines[-2])
+    assert kept, result.stderr
+    assert "notes: mine" in Path(kept.group(1)).read_text()
+    assert lines[-1] == (
+        f"klaudio: task {task_id[:8]}'s plan is version 2 now, not 1: edit it again"
+    )
+    assert daemon.show(task_id)["plan"]["notes"] == "changed by someone else"
+
+
+def test_task_answer_on_a_terminal_asks_each_open_question(
+    daemon: Instance, model: FakeModel
+) -> None:
+    script_asking_planner(model, "E2E-ASKANSWER", [[DB, PORT]])
+    result = daemon.cli("run", "E2E-ASKANSWER build it")  # stdin is not a terminal: exit 7
+    assert result.returncode == 7, result.stderr
+    task_id = created_task(result)
+    daemon.cli("task", "answer", task_id, "port", "9090", check=True)
+    terminal = Terminal(daemon, "task", "answer", task_id[:4])
+    try:
+        asked = terminal.expect(r"answer \(a number or your own answer\): ")
+        assert "Question 1 of 1 (db): Which database?" in asked  # port is answered already
+        terminal.type("1")
+        code, rest = terminal.finish()
+    finally:
+        terminal.kill()
+
+    assert code == 0, rest
+    assert "recorded 1 answer; the planner goes on" in rest
+    settled_in(daemon, task_id, "planned")
+    data = questions(daemon, task_id)
+    assert [(q["id"], q["answer"]) for q in data["questions"]] == [
+        ("db", "sqlite"),
+        ("port", "9090"),
+    ]
