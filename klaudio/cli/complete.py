@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 # The teams shipped with klaudiod (daemon/klaudiod/teams/*.yaml), offered when no daemon answers;
-# tests/cli/test_teams.py keeps the two lists the same.
+# tests/cli/test_team_cli.py keeps the two lists the same.
 BUILT_IN_TEAMS = ("dev-review", "dev-test", "full-team", "parallel-devs", "solo")
 ASK_SECONDS = 0.5
 

@@ -1,4 +1,7 @@
-"""`klaudio team list|show|add|edit|rm` and team name completion against a real daemon."""
+"""`klaudio team list|show|add|edit|rm` and team name completion against a real daemon.
+
+(Not test_teams.py: tests/unit/test_teams.py has that name, and test files need unique names.)
+"""
 
 from __future__ import annotations
 
