@@ -94,7 +94,7 @@ class Kit:
 
     async def repository(self, task: TaskRecord) -> str:
         """The static summary of the task's repository, for prompts ("" without one)."""
-        if not task.base_commit or not task.settings.get("memory", True):
+        if not task.base_commit or not task.settings.get("repo_memory", True):
             return ""
         key = hashlib.sha256(task.repo.encode()).hexdigest()[:16] + ":" + task.base_commit
         summary = await asyncio.to_thread(self.memory.get, Path(task.workspace), key)

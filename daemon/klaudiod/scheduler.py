@@ -156,7 +156,10 @@ class Scheduler:
                 "",
                 cloned.commit,
                 chosen.name,
-                {**settings.snapshot(config, chosen), "memory": not template or template.memory},
+                {
+                    **settings.snapshot(config, chosen),
+                    "repo_memory": not template or template.memory,
+                },
                 {
                     "delivery": target.to_dict() if target.delivers else {},
                     "branch": branch if cloned.commit else "",
