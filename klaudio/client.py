@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,10 +22,14 @@ from klaudio.rpc.v1 import (
     checkpoints_pb2_grpc,
     daemon_pb2,
     daemon_pb2_grpc,
+    files_pb2,
+    files_pb2_grpc,
     images_pb2,
     images_pb2_grpc,
     plans_pb2,
     plans_pb2_grpc,
+    repos_pb2,
+    repos_pb2_grpc,
     stream_pb2,
     stream_pb2_grpc,
     tasks_pb2,
@@ -68,6 +73,19 @@ def mapped() -> Iterator[None]:
         raise translate(exc) from None
 
 
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a new task gets its repository and delivers its work, and the files it is given."""
+
+    template: str = ""
+    push: bool = False
+    pr: bool = False
+    pr_target: str = ""
+    branch: str = ""
+    # Absolute paths on the daemon's host.
+    inputs: tuple[str, ...] = ()
+
+
 class Client:
     """Calls to a running daemon over its Unix socket."""
 
@@ -84,6 +102,8 @@ class Client:
         self._checkpoints = checkpoints_pb2_grpc.CheckpointServiceStub(self._channel)
         self._plans = plans_pb2_grpc.PlanServiceStub(self._channel)
         self._teams = teams_pb2_grpc.TeamServiceStub(self._channel)
+        self._repos = repos_pb2_grpc.RepoServiceStub(self._channel)
+        self._files = files_pb2_grpc.FileServiceStub(self._channel)
         self._metadata: tuple[tuple[str, str | bytes], ...] = ()
 
     def close(self) -> None:
@@ -121,10 +141,25 @@ class Client:
         start: bool = False,
         auto_approve: bool = False,
         team: str = "",
+        options: TaskOptions | None = None,
     ) -> tasks_pb2.Task:
+        """A new task; options carry its template, --branch, --push, --pr and --input."""
+        given = options or TaskOptions()
         request = tasks_pb2.CreateTaskRequest(
-            prompt=prompt, name=name, repo=repo, start=start, auto_approve=auto_approve, team=team
+            prompt=prompt,
+            name=name,
+            repo=repo,
+            start=start,
+            auto_approve=auto_approve,
+            team=team,
+            repo_template=given.template,
+            push=given.push,
+            pr=given.pr,
+            pr_target=given.pr_target,
+            branch=given.branch,
+            inputs=list(given.inputs),
         )
+        # Cloning a large repository and copying inputs take their time: no call deadline.
         return self._call(self._tasks.CreateTask, request, timeout=None).task
 
     def list_tasks(self, states: list[str] | None = None) -> list[tasks_pb2.Task]:
@@ -176,6 +211,14 @@ class Client:
     ) -> tasks_pb2.Task:
         request = tasks_pb2.RetryTaskRequest(task_id=task_id, subtasks=subtasks or [], fresh=fresh)
         return self._call(self._tasks.RetryTask, request).task
+
+    def publish_task(self, task_id: str, push: bool = False, pr: bool = False) -> tasks_pb2.Task:
+        """The task after a delivery (or a retried one): its delivery says how it went.
+
+        A push and a forge's API can take their time: no call deadline.
+        """
+        request = tasks_pb2.PublishTaskRequest(task_id=task_id, push=push, pr=pr)
+        return self._call(self._tasks.PublishTask, request, timeout=None).task
 
     def relaunch_task(
         self,
@@ -232,6 +275,55 @@ class Client:
 
     def remove_team(self, name: str) -> None:
         self._call(self._teams.RemoveTeam, teams_pb2.RemoveTeamRequest(name=name))
+
+    # Repository templates ---------------------------------------------------------------
+
+    def list_repos(self) -> list[repos_pb2.RepoTemplate]:
+        return list(self._call(self._repos.ListRepos, repos_pb2.ListReposRequest()).repos)
+
+    def get_repo(self, name: str) -> repos_pb2.RepoTemplate:
+        return self._call(self._repos.GetRepo, repos_pb2.GetRepoRequest(name=name)).repo
+
+    def add_repo(
+        self, template: repos_pb2.RepoTemplate, replace: bool = False
+    ) -> repos_pb2.RepoTemplate:
+        """Store a template (replace: overwrite the one of that name); the stored one back."""
+        request = repos_pb2.AddRepoRequest(repo=template, replace=replace)
+        return self._call(self._repos.AddRepo, request).repo
+
+    def remove_repo(self, name: str) -> None:
+        self._call(self._repos.RemoveRepo, repos_pb2.RemoveRepoRequest(name=name))
+
+    # Task files ---------------------------------------------------------------------------
+
+    def list_files(self, task_id: str) -> files_pb2.ListFilesResponse:
+        """The task's inputs, its changed files and the files its plan declared."""
+        return self._call(self._files.ListFiles, files_pb2.ListFilesRequest(task_id=task_id))
+
+    def copy_files(self, task_id: str, path: str) -> Iterator[bytes]:
+        """A workspace file or directory as the chunks of a POSIX tar archive.
+
+        A refused path raises InvalidArgument before the first chunk.
+        """
+        request = files_pb2.CopyFilesRequest(task_id=task_id, path=path)
+        call = self._files.CopyFiles(request, metadata=self._auth())
+        try:
+            with mapped():
+                for response in call:
+                    yield response.chunk
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]
+
+    def diff_files(self, task_id: str, stat: bool = False) -> Iterator[str]:
+        """The task's change against its base commit, in pieces of text (whole lines)."""
+        request = files_pb2.DiffFilesRequest(task_id=task_id, stat=stat)
+        call = self._files.DiffFiles(request, metadata=self._auth())
+        try:
+            with mapped():
+                for response in call:
+                    yield response.text
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]
 
     # Checkpoints --------------------------------------------------------------------------
 
