@@ -162,7 +162,82 @@ def task_dict(task: Task) -> dict[str, Any]:
         }
         for q in task.questions
     ]
+    data["branch"] = task.branch
+    data["base_branch"] = task.base_branch
+    data["base_commit"] = task.base_commit
+    data["inputs"] = list(task.inputs)
+    data["delivery"] = delivery_dict(task) if task.HasField("delivery") else None
     return data
+
+
+def delivery_dict(task: Task) -> dict[str, Any]:
+    """How the task delivers its work and how that went, as `task show -o json` prints it."""
+    d = task.delivery
+    return {
+        "template": d.template,
+        "forge": d.forge,
+        "commit": d.commit,
+        "push": d.push,
+        "pr": d.pr,
+        "pr_target": d.pr_target,
+        "reviewers": list(d.reviewers),
+        "state": d.state,
+        "reason": d.reason,
+        "commit_id": d.commit_id,
+        "pr_url": d.pr_url,
+    }
+
+
+def delivery_said(task: Task) -> str:
+    """The delivery in words, after 'task 3f2a9c1e': 'delivered: commit 1a2b3c4d5e6f on ...'."""
+    d = task.delivery
+    if d.state == "delivered":
+        said = f"delivered: commit {_one(d.commit_id[:12])}"
+        said += f" on {_one(task.branch)}" if task.branch else ""
+        return said + (f"; pull request {_one(d.pr_url)}" if d.pr_url else "")
+    if d.state == "failed":
+        return f"delivery failed: {_one(d.reason)}"
+    if d.state == "delivering":
+        return "is delivering"
+    return "has not delivered yet"
+
+
+def delivery_steps(task: Task) -> str:
+    """'commit, push, pull request to main': what the task was created to deliver."""
+    d = task.delivery
+    steps = [word for on, word in ((d.commit, "commit"), (d.push, "push")) if on]
+    if d.pr:
+        steps.append(f"pull request to {_one(d.pr_target) or 'the base branch'}")
+    return ", ".join(steps)
+
+
+def git_lines(task: Task) -> list[str]:
+    """The 'git:' section of `task show`: branches, base commit and the delivery."""
+    has_delivery = task.HasField("delivery")
+    if not (task.branch or task.base_commit or has_delivery):
+        return []
+    lines = ["git:"]
+    if task.branch:
+        lines.append(f"  branch:    {_one(task.branch)}")
+    if task.base_commit:
+        base = f"{_one(task.base_branch) or '(detached)'}@{_one(task.base_commit[:12])}"
+        lines.append(f"  base:      {base}")
+    if not has_delivery:
+        lines.append("  delivery:  none (the work stays in the workspace)")
+        return lines
+    d = task.delivery
+    steps = delivery_steps(task)
+    template = f"template {_one(d.template)}" if d.template else ""
+    about = "; ".join(part for part in (steps, template) if part)
+    shown = {"": "not yet", "delivering": "delivering…"}.get(d.state, _one(d.state))
+    lines.append(f"  delivery:  {shown}" + (f" ({about})" if about else ""))
+    if d.commit_id:
+        lines.append(f"  commit:    {_one(d.commit_id[:12])}")
+    if d.pr_url:
+        lines.append(f"  pr:        {_one(d.pr_url)}")
+    if d.state == "failed" and d.reason:
+        lines.append(f"  reason:    {_one(d.reason)}")
+    return lines
 
 
 def settings_dict(task: Task) -> dict[str, Any]:
@@ -232,8 +307,14 @@ def details(task: Task) -> list[str]:
         f"team:       {_one(task.settings.team) or '(none)'}",
         f"repo:       {_one(task.repo) or '(empty workspace)'}",
         f"workspace:  {_one(task.workspace)}",
+        *(
+            [f"inputs:     {', '.join(_one(i) for i in task.inputs)} (in input/)"]
+            if task.inputs
+            else []
+        ),
         f"cost:       ${task.cost_usd:.4f}",
         f"created:    {_time(task.created_at)}",
+        *git_lines(task),
         "prompt:",
         *("  " + _one(line) for line in _split(task.prompt)),
     ]

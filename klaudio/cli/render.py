@@ -390,6 +390,7 @@ class Renderer:
             "agent": self._agent_state,
             "notice": self._notice,
             "control": self._control,
+            "delivery": self._delivery,
         }
         handler = handlers.get(_str(event.get("type")))
         return handler(agent, event) if handler else []
@@ -407,6 +408,26 @@ class Renderer:
         """Render a recorded stop or cancel: '── stop requested'."""
         control = _trunc(_clean(_str(event.get("control"))), _SUMMARY_MAX)
         return [self._task_line(f"── {control} requested", _YELLOW)] if control else []
+
+    def _delivery(self, agent: str, event: Event) -> list[str]:
+        """Render a delivery step: '── delivering…', '── delivered: commit …, pull request …'."""
+        state = _str(event.get("state"))
+        if state == "delivering":
+            return [self._task_line("── delivering…")]
+        if state == "delivered":
+            said = []
+            commit = _clean(_str(event.get("delivered_commit")))[:12]
+            if commit:
+                said.append(f"commit {commit}")
+            url = _clean(_str(event.get("pr_url")))
+            if url:
+                said.append(f"pull request {url}")
+            text = "── delivered" + (f": {', '.join(said)}" if said else "")
+            return [self._task_line(text, _GREEN)]
+        if state == "failed":
+            reason = _first_line(_str(event.get("delivery_reason")), _TEXT_MAX)
+            return [self._task_line(f"── delivery failed: {reason or 'no reason given'}", _RED)]
+        return [self._task_line(f"── delivery {_clean(state)}")] if state else []
 
     def _notice(self, agent: str, event: Event) -> list[str]:
         """Render a daemon notice as '── <text>'."""

@@ -8,7 +8,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from klaudio.cli import format as fmt
 from klaudio.cli.render import Renderer
-from klaudio.rpc.v1.tasks_pb2 import Agent, Plan, Question, Subtask, Task, TaskSettings
+from klaudio.rpc.v1.tasks_pb2 import (
+    Agent,
+    Delivery,
+    Plan,
+    Question,
+    Subtask,
+    Task,
+    TaskSettings,
+)
 
 # Payloads below follow the measured samples in claude-code-headless.md sections 2.1-2.5.
 INIT = json.dumps(
@@ -1015,3 +1023,136 @@ def test_the_outcome_of_a_task_awaiting_answers_says_where_the_questions_are() -
     assert fmt.outcome(a_task(state=3)) == (
         "task 3f2a9c1e awaiting_answers; see the questions with `klaudio task questions 3f2a9c1e`"
     )
+
+
+# -- delivery: the stream, task show and its JSON -----------------------------------------------
+
+COMMIT = "1a2b3c4d5e6f7a8b9c0d1a2b3c4d5e6f7a8b9c0d"
+BASE = "2f41afe61f5f1cb7e4b59dd4e5ef76ca64f5602e"
+PR_URL = "https://github.com/acme/widgets/pull/7"
+
+
+def delivered_task(**delivery: Any) -> Task:
+    fields = {"template": "widgets", "forge": "github", "commit": True, "push": True, "pr": True}
+    return a_task(
+        state=7,
+        branch="klaudio/3f2a9c1e",
+        base_branch="main",
+        base_commit=BASE,
+        delivery=Delivery(**{**fields, "pr_target": "main", **delivery}),
+    )
+
+
+def test_delivery_steps_render_in_the_stream() -> None:
+    r = Renderer()
+    assert task_lines(r, {"type": "delivery", "state": "delivering"}) == ["── delivering…"]
+    assert task_lines(
+        r, {"type": "delivery", "state": "delivered", "delivered_commit": COMMIT, "pr_url": PR_URL}
+    ) == [f"── delivered: commit 1a2b3c4d5e6f, pull request {PR_URL}"]
+    assert task_lines(
+        r, {"type": "delivery", "state": "delivered", "delivered_commit": COMMIT, "pr_url": ""}
+    ) == ["── delivered: commit 1a2b3c4d5e6f"]
+    failed = {
+        "type": "delivery",
+        "state": "failed",
+        "delivery_reason": "push refused: 403 \x1b[2Jbad token ***\nsecond line",
+    }
+    assert task_lines(r, failed) == [
+        "── delivery failed: push refused: 403 \\x1b[2Jbad token *** …"
+    ]
+    assert task_lines(r, {"type": "delivery", "state": "failed"}) == [
+        "── delivery failed: no reason given"
+    ]
+
+
+def test_delivery_lines_are_coloured_by_outcome() -> None:
+    r = Renderer(color=True)
+    ok = task_lines(r, {"type": "delivery", "state": "delivered", "delivered_commit": COMMIT})
+    bad = task_lines(r, {"type": "delivery", "state": "failed", "delivery_reason": "x"})
+    assert ok == ["\x1b[32m── delivered: commit 1a2b3c4d5e6f\x1b[0m"]
+    assert bad == ["\x1b[31m── delivery failed: x\x1b[0m"]
+
+
+@pytest.mark.parametrize("event", [{"type": "delivery"}, {"type": "delivery", "state": 3}])
+def test_an_odd_delivery_event_prints_nothing(event: dict[str, Any]) -> None:
+    assert task_lines(Renderer(), event) == []
+
+
+def test_show_has_a_git_section_with_the_delivery() -> None:
+    lines = fmt.details(delivered_task(state="delivered", commit_id=COMMIT, pr_url=PR_URL))
+    start = lines.index("git:")
+    assert lines[start : start + 6] == [
+        "git:",
+        "  branch:    klaudio/3f2a9c1e",
+        "  base:      main@2f41afe61f5f",
+        "  delivery:  delivered (commit, push, pull request to main; template widgets)",
+        "  commit:    1a2b3c4d5e6f",
+        f"  pr:        {PR_URL}",
+    ]
+    assert lines[start + 6] == "prompt:"
+
+
+def test_show_gives_a_failed_delivery_its_reason() -> None:
+    task = delivered_task(state="failed", reason="github: 401 Bad credentials\x07", pr=False)
+    lines = fmt.details(task)
+    start = lines.index("git:")
+    assert lines[start + 3 :][:2] == [
+        "  delivery:  failed (commit, push; template widgets)",
+        "  reason:    github: 401 Bad credentials\\x07",
+    ]
+
+
+def test_show_of_a_clone_without_delivery_and_of_an_empty_workspace() -> None:
+    cloned = fmt.details(a_task(base_branch="main", base_commit=BASE))
+    start = cloned.index("git:")
+    assert cloned[start : start + 3] == [
+        "git:",
+        "  base:      main@2f41afe61f5f",
+        "  delivery:  none (the work stays in the workspace)",
+    ]
+    assert "git:" not in fmt.details(a_task())
+    waiting = fmt.details(delivered_task(pr=False, push=False, template=""))
+    assert "  delivery:  not yet (commit)" in waiting
+    assert "  delivery:  delivering… (commit)" in fmt.details(
+        delivered_task(pr=False, push=False, template="", state="delivering")
+    )
+
+
+def test_show_names_the_inputs() -> None:
+    assert "inputs:     spec.pdf, data (in input/)" in fmt.details(
+        a_task(inputs=["spec.pdf", "data"])
+    )
+
+
+def test_json_of_a_task_carries_its_branches_inputs_and_delivery() -> None:
+    data = fmt.task_dict(delivered_task(state="delivered", commit_id=COMMIT, pr_url=PR_URL))
+    assert (data["branch"], data["base_branch"], data["base_commit"]) == (
+        "klaudio/3f2a9c1e",
+        "main",
+        BASE,
+    )
+    assert data["delivery"] == {
+        "template": "widgets",
+        "forge": "github",
+        "commit": True,
+        "push": True,
+        "pr": True,
+        "pr_target": "main",
+        "reviewers": [],
+        "state": "delivered",
+        "reason": "",
+        "commit_id": COMMIT,
+        "pr_url": PR_URL,
+    }
+    bare = fmt.task_dict(a_task(inputs=["spec.pdf"]))
+    assert bare["delivery"] is None and bare["inputs"] == ["spec.pdf"]
+    assert (bare["branch"], bare["base_branch"], bare["base_commit"]) == ("", "", "")
+
+
+def test_the_delivery_in_words() -> None:
+    said = fmt.delivery_said(delivered_task(state="delivered", commit_id=COMMIT, pr_url=PR_URL))
+    assert said == f"delivered: commit 1a2b3c4d5e6f on klaudio/3f2a9c1e; pull request {PR_URL}"
+    assert fmt.delivery_said(delivered_task(state="failed", reason="no\nway")) == (
+        "delivery failed: no\\nway"
+    )
+    assert fmt.delivery_said(delivered_task()) == "has not delivered yet"
