@@ -1,13 +1,15 @@
-"""Shell completion of the names a daemon knows (teams), asked only of a daemon that answers."""
+"""Shell completion of names a daemon knows (teams, repository templates), asked of a live one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # The teams shipped with klaudiod (daemon/klaudiod/teams/*.yaml), offered when no daemon answers;
 # tests/cli/test_team_cli.py keeps the two lists the same.
 BUILT_IN_TEAMS = ("dev-review", "dev-test", "full-team", "parallel-devs", "solo")
 ASK_SECONDS = 0.5
+Names = list[tuple[str, str]]
 
 
 def team_names(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
@@ -26,7 +28,29 @@ def team_names(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
     return [(name, about) for name, about in found if name.startswith(incomplete)]
 
 
+def repo_names(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
+    """The repository template names starting with incomplete, each with its URL.
+
+    Only a running daemon knows them: without one (none is started for a completion), or when
+    asking fails, nothing is offered.
+    """
+    try:
+        found = _ask(ctx, lambda client: [(r.name, r.url) for r in client.list_repos()])
+    except Exception:
+        found = None
+    return [(name, about) for name, about in found or [] if name.startswith(incomplete)]
+
+
 def _daemon_teams(ctx: Any) -> list[tuple[str, str]] | None:
+    def teams(client: Any) -> list[tuple[str, str]]:
+        found, _ = client.list_teams()
+        return [(t.name, t.description.strip().split("\n")[0]) for t in found]
+
+    return _ask(ctx, teams)
+
+
+def _ask(ctx: Any, question: Callable[[Any], Names]) -> Names | None:
+    """What question(client) answers when a daemon answers on this instance's socket; else None."""
     from klaudio.client import Client, answers
     from klaudio.paths import resolve
 
@@ -36,7 +60,6 @@ def _daemon_teams(ctx: Any) -> list[tuple[str, str]] | None:
     try:
         if not answers(client, timeout=ASK_SECONDS):
             return None
-        teams, _ = client.list_teams()
-        return [(t.name, t.description.strip().split("\n")[0]) for t in teams]
+        return question(client)
     finally:
         client.close()

@@ -9,10 +9,22 @@ import typer
 
 from klaudio import errors
 from klaudio.cli import ask
-from klaudio.cli import format as fmt
 from klaudio.cli.common import Interrupted, connect, note
 from klaudio.cli.follow import Printer, events, task_state
-from klaudio.cli.task import Prompt, TeamOption, checked, example, exit_code_for
+from klaudio.cli.task import (
+    BranchOption,
+    InputOption,
+    Prompt,
+    PrOption,
+    PrTargetOption,
+    PushOption,
+    RepoTemplateOption,
+    TeamOption,
+    checked,
+    example,
+    settled,
+    task_options,
+)
 from klaudio.cli.textsafe import safe
 
 if TYPE_CHECKING:
@@ -35,19 +47,28 @@ def run(
         typer.Option("--no-input", help="Never ask the planner's questions here; exit 7 instead."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One raw JSON event per line.")] = False,
+    repo_template: RepoTemplateOption = "",
+    branch: BranchOption = "",
+    push: PushOption = False,
+    pr: PrOption = False,
+    pr_target: PrTargetOption = "",
+    input_: InputOption = None,
 ) -> None:
     """Create and start a task, stream its output, and exit with its outcome.
 
     When the planner asks questions and stdin is a terminal, each is asked here and the answers
     sent; planning goes on, round after round, to the plan and the run. With --no-input, or
     when stdin is not a terminal, it exits 7 and prints the `klaudio task answer` commands to
-    use. Without --auto-approve it waits for `klaudio task approve ID`. Exits 0 when the task
-    completed, 1 when it failed, 2 bad input, 3 unknown --team, 7 when it was paused,
-    cancelled or awaits answers.
+    use. Without --auto-approve it waits for `klaudio task approve ID`. With a
+    --repo-template that delivers, or --push/--pr, the work is committed, pushed and its pull
+    request opened once the subtasks complete; the pull request URL is the last line on stdout.
+    Exits 0 when the task completed, 1 when it failed (its delivery too), 2 bad input, 3
+    unknown --team or --repo-template, 7 when it was paused, cancelled or awaits answers.
     """
     text, name, repo = checked(prompt, name, repo)
+    chosen = task_options(repo_template, branch, push, pr, pr_target, input_)
     client = connect()
-    task = client.create_task(text, name, repo, True, auto_approve, team)
+    task = client.create_task(text, name, repo, True, auto_approve, team, chosen)
     note(f"task {task.id} created")
     printer = Printer(as_json)
     try:
@@ -59,8 +80,7 @@ def run(
     final = client.get_task(task.id)
     if ask.open_questions(final):
         _answer_with(final)
-    note(fmt.outcome(final))
-    raise typer.Exit(exit_code_for(fmt.state(final)))
+    raise typer.Exit(settled(final))
 
 
 def _follow(client: Client, task_id: str, printer: Printer, approved: bool, asking: bool) -> None:
@@ -106,5 +126,6 @@ def _answer_with(task: Task) -> None:
 EPILOG = example(
     'klaudio run "Add a hello script" --repo ./myrepo --auto-approve',
     'klaudio run "Split the parser into modules" --repo . --team dev-review',
+    'klaudio run "Fix the flaky test" --repo-template widgets --auto-approve | tail -1',
     "klaudio run - --no-input < task.md",
 )

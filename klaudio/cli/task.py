@@ -11,10 +11,11 @@ import typer
 from klaudio import errors, validate
 from klaudio.cli import format as fmt
 from klaudio.cli.common import Interrupted, connect, note, out
-from klaudio.cli.complete import team_names
+from klaudio.cli.complete import repo_names, team_names
 from klaudio.cli.follow import Printer, events
 
 if TYPE_CHECKING:
+    from klaudio.client import TaskOptions
     from klaudio.rpc.v1 import tasks_pb2
 
 app = typer.Typer(
@@ -41,6 +42,54 @@ TeamOption = Annotated[
         show_default=False,
         autocompletion=team_names,
         callback=lambda value: validate.utf8(value, "--team"),
+    ),
+]
+RepoTemplateOption = Annotated[
+    str,
+    typer.Option(
+        "--repo-template",
+        help="A repository template (see `klaudio repo list`): its repository, credentials and "
+        "delivery.",
+        show_default=False,
+        autocompletion=repo_names,
+        callback=lambda value: validate.utf8(value, "--repo-template"),
+    ),
+]
+BranchOption = Annotated[
+    str,
+    typer.Option(
+        "--branch",
+        "-b",
+        help="The branch to clone (default: the repository's, or the template's).",
+        show_default=False,
+        callback=lambda value: validate.branch(value, "--branch"),
+    ),
+]
+PushOption = Annotated[
+    bool, typer.Option("--push", help="Commit the work on the task branch and push it.")
+]
+PrOption = Annotated[
+    bool,
+    typer.Option("--pr", help="Open or update a pull request from the task branch (and push)."),
+]
+PrTargetOption = Annotated[
+    str,
+    typer.Option(
+        "--pr-target",
+        help="The pull request's target branch (default: the branch cloned).",
+        show_default=False,
+        callback=lambda value: validate.branch(value, "--pr-target"),
+    ),
+]
+InputOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="A file or directory for the planner and agents, copied into the workspace's input/ "
+        "(repeatable).",
+        show_default=False,
+        callback=lambda values: [validate.utf8(v, "--input") for v in values or []],
     ),
 ]
 STATE_EXIT = {"completed": errors.EXIT_OK, "failed": errors.EXIT_TASK_FAILED}
@@ -98,6 +147,9 @@ def exit_code_for(state: str) -> int:
     epilog=example(
         'klaudio task create "Add a hello script" --repo ./myrepo',
         'klaudio task create "Split the parser" --team dev-review --start',
+        'klaudio task create "Fix the flaky test" --repo-template widgets',
+        'klaudio task create "..." --repo https://github.com/acme/widgets --pr --pr-target main',
+        'klaudio task create "Summarise the spec" --input spec.pdf --input data/',
         "klaudio task create - < task.md",
     ),
 )
@@ -112,13 +164,23 @@ def create(
         bool, typer.Option("--auto-approve", "-y", help="Approve the plan as soon as it is valid.")
     ] = False,
     team: TeamOption = "",
+    repo_template: RepoTemplateOption = "",
+    branch: BranchOption = "",
+    push: PushOption = False,
+    pr: PrOption = False,
+    pr_target: PrTargetOption = "",
+    input_: InputOption = None,
 ) -> None:
     """Create a task (and with --start, start planning it); print its id.
 
-    Exits 0, 2 bad input, 3 unknown --team.
+    With --repo-template, or --push/--pr, the work is delivered once the subtasks complete:
+    committed on the task's own branch, pushed, and a pull request opened or updated. Exits 0,
+    2 bad input (an --input that is missing, a link, or not a file or directory, too), 3
+    unknown --team or --repo-template.
     """
     text, name, repo = checked(prompt, name, repo)
-    task = connect().create_task(text, name, repo, start, auto_approve, team)
+    chosen = task_options(repo_template, branch, push, pr, pr_target, input_)
+    task = connect().create_task(text, name, repo, start, auto_approve, team, chosen)
     out(task.id)
 
 
@@ -217,14 +279,35 @@ def wait(
         typer.Option("--timeout", "-t", help="Give up after this many seconds."),
     ] = None,
 ) -> None:
-    """Wait until a task settles.
+    """Wait until a task settles; print its pull request URL last when it has one.
 
-    Exits 0 completed, 1 failed, 6 timed out, 7 paused, cancelled or awaiting answers.
+    Exits 0 completed, 1 failed (its delivery too), 6 timed out, 7 paused, cancelled or
+    awaiting answers.
     """
     validate.timeout(timeout)
     task = connect().wait_task(task_id, timeout)
+    raise typer.Exit(settled(task))
+
+
+def settled(task: tasks_pb2.Task) -> int:
+    """Say how a settled task ended and how its work was delivered; return the exit code.
+
+    The pull request URL of a completed task is the last line on stdout. A completed task
+    whose later publication failed exits 1, as a delivery failure does.
+    """
     note(fmt.outcome(task))
-    raise typer.Exit(exit_code_for(fmt.state(task)))
+    code = exit_code_for(fmt.state(task))
+    if not task.HasField("delivery"):
+        return code
+    delivery = task.delivery
+    if delivery.state == "delivered":
+        note(f"task {task.id[:8]} {fmt.delivery_said(task)}")
+        if code == errors.EXIT_OK and delivery.pr_url:
+            out(delivery.pr_url)
+    elif delivery.state == "failed" and code == errors.EXIT_OK:
+        note(f"task {task.id[:8]} {fmt.delivery_said(task)}")
+        code = errors.EXIT_TASK_FAILED
+    return code
 
 
 @app.command(
@@ -365,6 +448,28 @@ def relaunch(
 def checked(prompt: str, name: str, repo: str) -> tuple[str, str, str]:
     """The prompt, name and repo of a new task, checked before anything is sent."""
     return _prompt(prompt), validate.name(name), _repo(repo)
+
+
+def task_options(
+    template: str,
+    branch: str,
+    push: bool,
+    pr: bool,
+    pr_target: str,
+    inputs: list[str] | None,
+) -> TaskOptions:
+    """A new task's template, branch, delivery and inputs.
+
+    Inputs are made absolute: the daemon has its own working directory.
+    """
+    import os
+
+    from klaudio.client import TaskOptions
+
+    if any(not p for p in inputs or []):
+        raise errors.InvalidArgument("--input is empty")
+    given = tuple(os.path.abspath(os.path.expanduser(p)) for p in inputs or [])
+    return TaskOptions(template, push, pr, pr_target, branch, given)
 
 
 def _prompt(value: str, name: str = "prompt") -> str:
