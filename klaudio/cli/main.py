@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from klaudio import __version__, errors
-from klaudio.cli import checkpoints, config, daemon, image, plans, task, teams
+from klaudio.cli import checkpoints, config, daemon, files, image, plans, repos, task, teams
 from klaudio.cli import run as run_command
 from klaudio.cli.common import OPTIONS, Interrupted, error_lines, interrupt
 from klaudio.cli.textsafe import safe
@@ -35,8 +35,11 @@ for verb in ("questions", "answer", "plan", "replan"):
     task.app.command(verb, epilog=plans.EPILOGS[verb])(getattr(plans, verb))
 task.app.command("checkpoints", epilog=checkpoints.EPILOGS["checkpoints"])(checkpoints.checkpoints)
 task.app.command("restore", epilog=checkpoints.EPILOGS["restore"])(checkpoints.restore)
+for verb in ("files", "cp", "diff", "publish"):
+    task.app.command(verb, epilog=files.EPILOGS[verb])(getattr(files, verb))
 app.add_typer(task.app, name="task")
 app.add_typer(teams.app, name="team")
+app.add_typer(repos.app, name="repo")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(config.app, name="config")
 app.add_typer(image.app, name="image")
