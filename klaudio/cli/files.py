@@ -476,7 +476,7 @@ def publish(
     """
     task = connect().publish_task(task_id, push, pr)
     delivery = task.delivery
-    note(f"task {task.id[:8]} {fmt.delivery_said(task)}")
+    note(f"task {task.id[:8]} {fmt.delivery_said(task, pushed=push or pr or None)}")
     if output == Output.json:
         print_task(task)
     elif delivery.state == "delivered" and delivery.pr_url:

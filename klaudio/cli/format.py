@@ -188,12 +188,16 @@ def delivery_dict(task: Task) -> dict[str, Any]:
     }
 
 
-def delivery_said(task: Task) -> str:
-    """The delivery in words, after 'task 3f2a9c1e': 'delivered: commit 1a2b3c4d5e6f on ...'."""
+def delivery_said(task: Task, pushed: bool | None = None) -> str:
+    """The delivery in words, after 'task 3f2a9c1e': 'delivered: commit 1a2b3c4d5e6f on ...'.
+
+    pushed says whether the branch was pushed (default: whether the task delivers a push).
+    """
     d = task.delivery
     if d.state == "delivered":
         said = f"delivered: commit {_one(d.commit_id[:12])}"
         said += f" on {_one(task.branch)}" if task.branch else ""
+        said += ", pushed" if (d.push or d.pr if pushed is None else pushed) else ""
         return said + (f"; pull request {_one(d.pr_url)}" if d.pr_url else "")
     if d.state == "failed":
         return f"delivery failed: {_one(d.reason)}"
@@ -207,7 +211,9 @@ def delivery_steps(task: Task) -> str:
     d = task.delivery
     steps = [word for on, word in ((d.commit, "commit"), (d.push, "push")) if on]
     if d.pr:
-        steps.append(f"pull request to {_one(d.pr_target) or 'the base branch'}")
+        steps.append(
+            f"pull request to {_one(d.pr_target or task.base_branch) or 'the base branch'}"
+        )
     return ", ".join(steps)
 
 

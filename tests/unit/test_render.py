@@ -1151,7 +1151,12 @@ def test_json_of_a_task_carries_its_branches_inputs_and_delivery() -> None:
 
 def test_the_delivery_in_words() -> None:
     said = fmt.delivery_said(delivered_task(state="delivered", commit_id=COMMIT, pr_url=PR_URL))
-    assert said == f"delivered: commit 1a2b3c4d5e6f on klaudio/3f2a9c1e; pull request {PR_URL}"
+    assert said == (
+        f"delivered: commit 1a2b3c4d5e6f on klaudio/3f2a9c1e, pushed; pull request {PR_URL}"
+    )
+    committed = delivered_task(state="delivered", commit_id=COMMIT, push=False, pr=False)
+    assert fmt.delivery_said(committed) == "delivered: commit 1a2b3c4d5e6f on klaudio/3f2a9c1e"
+    assert fmt.delivery_said(committed, pushed=True).endswith(", pushed")
     assert fmt.delivery_said(delivered_task(state="failed", reason="no\nway")) == (
         "delivery failed: no\\nway"
     )
