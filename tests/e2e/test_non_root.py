@@ -6,6 +6,7 @@ import grp
 import os
 import pwd
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,22 +19,30 @@ pytestmark = pytest.mark.docker
 USER = "klaudio-e2e"
 
 
-def ordinary_user() -> pwd.struct_passwd:
-    """A non-root user who may use Docker, created when missing (the tests run as root in CI)."""
+@pytest.fixture
+def ordinary_user() -> Iterator[pwd.struct_passwd | None]:
+    """A non-root user who may use Docker (when the tests run as root, as in CI): created for
+    the test and removed afterwards if it did not exist before."""
+    if os.getuid() != 0:
+        yield None
+        return
     try:
-        return pwd.getpwnam(USER)
+        yield pwd.getpwnam(USER)
+        return
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--user-group", "--no-create-home", USER], check=True
-        )
-        return pwd.getpwnam(USER)
+        pass
+    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", USER], check=True)
+    try:
+        yield pwd.getpwnam(USER)
+    finally:
+        subprocess.run(["userdel", USER], check=False, capture_output=True)
 
 
 def test_a_non_root_daemon_runs_agents_as_its_own_user(
-    instance: Instance, model: FakeModel
+    instance: Instance, model: FakeModel, ordinary_user: pwd.struct_passwd | None
 ) -> None:
-    if os.getuid() == 0:
-        user = ordinary_user()
+    if ordinary_user is not None:
+        user = ordinary_user
         docker_gid = grp.getgrnam("docker").gr_gid
         instance.runas = [
             "setpriv",
