@@ -39,8 +39,9 @@ def ordinary_user() -> Iterator[pwd.struct_passwd | None]:
 
 
 def test_a_non_root_daemon_runs_agents_as_its_own_user(
-    instance: Instance, model: FakeModel, ordinary_user: pwd.struct_passwd | None
+    ordinary_user: pwd.struct_passwd | None, instance: Instance, model: FakeModel
 ) -> None:
+    # ordinary_user comes first: it is torn down last, once its daemon has stopped.
     if ordinary_user is not None:
         user = ordinary_user
         docker_gid = grp.getgrnam("docker").gr_gid
