@@ -446,6 +446,7 @@ def test_edit_sends_the_saved_plan_and_keeps_a_refused_one(
     kept = re.search(r"your plan is saved in (\S+)", refused.stderr)
     assert kept, refused.stderr
     assert Path(kept.group(1)).read_text() == "subtasks: [what]\n"
+    Path(kept.group(1)).unlink()
     assert "klaudio: " in refused.stderr.splitlines()[0]
     assert daemon.show(task_id)["plan"]["version"] == 2
 
@@ -547,6 +548,7 @@ def test_an_edit_of_a_plan_that_changed_meanwhile_is_refused_and_kept(
     kept = re.fullmatch(r"klaudio: your plan is saved in (\S+)", lines[-2])
     assert kept, result.stderr
     assert "notes: mine" in Path(kept.group(1)).read_text()
+    Path(kept.group(1)).unlink()
     assert lines[-1] == (
         f"klaudio: task {task_id[:8]}'s plan is version 2 now, not 1: edit it again"
     )
