@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from klaudiod import safefs
 from klaudiod.plan import PLANNER_SCHEMA
@@ -109,6 +110,10 @@ def command(settings: Settings, session_id: str, planner: bool, resume: bool = F
         args += ["--model", settings.model]
     return args
 
+
+# The longest output line judged (a longer one cannot be a result event worth reading).
+LINE_LIMIT = 16 << 20
+SKIP_CHUNK = 1 << 20
 
 # Exit codes of a process ended by a signal it did not ask for (128 + the signal's number).
 KILLED_BY = {137: "SIGKILL", 143: "SIGTERM"}
@@ -217,7 +222,7 @@ def _scan(out_file: Path) -> _Scan:
     scan = _Scan()
     try:
         with safefs.open_read(out_file.parent, out_file.name) as handle:
-            for raw in handle:
+            for raw in _lines(handle):
                 if b'"result"' not in raw and b"rate_limit" not in raw:
                     continue
                 try:
@@ -229,6 +234,20 @@ def _scan(out_file: Path) -> _Scan:
     except FileNotFoundError:
         pass
     return scan
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The file's lines, memory bounded by LINE_LIMIT: the rest of a longer line is skipped.
+
+    An agent writes this file; a result event is never that long.
+    """
+    while raw := handle.readline(LINE_LIMIT):
+        if not raw.endswith(b"\n") and len(raw) == LINE_LIMIT:
+            del raw
+            while (rest := handle.readline(SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            continue
+        yield raw
 
 
 def _note(scan: _Scan, event: dict[str, Any]) -> None:

@@ -32,6 +32,8 @@ SUBMODULE_MODE = 0o160000
 # Never part of the work: git's own data, and klaudio's context files.
 NOT_WORK = frozenset({".git", ".klaudio"})
 IGNORE_FILE_LIMIT = 1 << 20
+# The largest file a delivery commits (forges refuse more: GitHub's limit is 100 MB).
+MAX_BLOB = 100 << 20
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,11 @@ def _work(workspace: Path, skip: frozenset[str]) -> Iterator[tuple[str, int, byt
         if stat.S_ISLNK(mode):
             yield entry.path, LINK_MODE, safefs.read_link(entry).encode("utf-8", "surrogateescape")
         elif stat.S_ISREG(mode):
+            if entry.stat.st_size > MAX_BLOB:
+                raise InvalidArgument(
+                    f"{entry.path} is {entry.stat.st_size} bytes, more than the {MAX_BLOB} a "
+                    "commit takes; list it in .gitignore"
+                )
             try:
                 yield (
                     entry.path,

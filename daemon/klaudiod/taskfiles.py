@@ -135,8 +135,20 @@ def diff(detail: Detail, files: TaskFiles, summary: bool) -> Iterator[str]:
             if task.base_commit and change.status != "added" and files.git.is_dir()
             else None
         )
+        if change.status != "deleted" and _too_large(files, change.path):
+            yield f"{change.status} {change.path}: too large to show\n"
+            continue
         new = _current(files, change.path) if change.status != "deleted" else None
         yield from (_stat if summary else _unified)(change, old, new)
+
+
+def _too_large(files: TaskFiles, path: str) -> bool:
+    try:
+        return safefs.kind(files.workspace, path) == "file" and (
+            safefs.size(files.workspace, path) > DIFF_FILE_LIMIT
+        )
+    except (FileNotFoundError, safefs.Refused):
+        return False
 
 
 def _current(files: TaskFiles, path: str) -> bytes | None:

@@ -436,3 +436,22 @@ def test_a_run_killed_after_its_successful_result_is_not_interrupted(tmp_path: P
     judged = outcome(out_file(tmp_path, INIT, result()), 143)
 
     assert not judged.killed
+
+
+def test_judging_reads_a_huge_line_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "out.jsonl"
+    with path.open("wb") as handle:
+        handle.write(json.dumps(INIT).encode() + b"\n")
+        handle.write(b"x" * (64 << 20))  # 64 MiB with no newline: an agent's junk
+        handle.write(b"\n" + json.dumps(result()).encode() + b"\n")
+    tracemalloc.start()
+    try:
+        judged = outcome(path, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert judged.ok
+    assert peak < 40 << 20
