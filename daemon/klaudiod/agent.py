@@ -29,17 +29,31 @@ WORKER_SYSTEM = (
 )
 
 
-def planner_prompt(task_prompt: str, context: str = "", team: str = "", memory: str = "") -> str:
+def planner_prompt(
+    task_prompt: str, context: str = "", team: str = "", memory: str = "", questions: str = ""
+) -> str:
     """The planner's prompt: the task, its team, what the repository holds, more context."""
     prompt = (
         "Plan the following task for a team of coding agents working in /workspace.\n\n"
         f"Task:\n{task_prompt}\n"
     )
+    if questions:
+        prompt += f"\nQuestions:\n{questions}\n"
     if team:
         prompt += f"\nTeam:\n{team.strip()}\n"
     if memory:
         prompt += f"\nThe repository at a glance (a static summary):\n{memory.strip()}\n"
     return prompt + (f"\nContext:\n{context}\n" if context else "")
+
+
+def questions_rule(rounds: int) -> str:
+    """What the planner is told about asking: how many rounds of questions it may ask."""
+    if rounds <= 0:
+        return 'Do not ask questions: answer with kind "plan", stating your assumptions.'
+    return (
+        f"If the task is too ambiguous to plan, you may ask clarifying questions (kind "
+        f'"questions") in up to {rounds} round(s); then you must plan.'
+    )
 
 
 def answers_message(questions: list[tuple[str, str, str]], last_round: bool) -> str:

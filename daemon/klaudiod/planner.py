@@ -75,7 +75,8 @@ class Planning:
         if task.inputs:
             given = "\n".join(f"- /workspace/input/{name}" for name in task.inputs)
             context = f"Files given with the task (in /workspace/input/):\n{given}\n" + context
-        return agentlib.planner_prompt(task.prompt, context, brief, memory)
+        rule = agentlib.questions_rule(setup.max_question_rounds)
+        return agentlib.planner_prompt(task.prompt, context, brief, memory, rule)
 
     async def _run(self, task: TaskRecord, agent: AgentRecord | None, stop: Stop) -> Outcome | None:
         """The planner's outcome: run it (or adopt or resume it); None when it was stopped."""

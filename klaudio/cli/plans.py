@@ -288,7 +288,7 @@ def _saved(task: Task) -> None:
 
 
 def _run_last(client: Client, task: Task) -> set[str]:
-    """The run-last roles of the task's team (asked of the daemon: the task does not say)."""
+    """The run-last roles of the task's team."""
     team = _team(client, task)
     return {r.name for r in team.roles if r.run_last} if team is not None else set()
 
@@ -304,6 +304,9 @@ def _roles(client: Client, task: Task) -> str:
 
 
 def _team(client: Client, task: Task) -> Any:
+    """The task's team as it was when the task was created (older tasks: as it is now)."""
+    if task.settings.HasField("team_template"):
+        return task.settings.team_template
     if not task.settings.team:
         return None
     try:

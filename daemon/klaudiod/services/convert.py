@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from klaudio.rpc.v1 import checkpoints_pb2, stream_pb2, tasks_pb2
+from klaudio.rpc.v1 import checkpoints_pb2, stream_pb2, tasks_pb2, teams_pb2
 from klaudiod.records import (
     AgentRecord,
     CheckpointRecord,
@@ -15,6 +15,7 @@ from klaudiod.records import (
     TaskRecord,
 )
 from klaudiod.stream import Event
+from klaudiod.teams import Team, parse_team, team_to_yaml
 
 
 def timestamp(value: float | None) -> Timestamp | None:
@@ -94,7 +95,15 @@ def _settings(record: TaskRecord) -> tasks_pb2.TaskSettings:
         pids_limit=int(saved.get("pids_limit", 0)),
         max_question_rounds=int(saved.get("max_question_rounds", 0)),
         network=str(saved.get("network", "")),
+        team_template=_snapshot_team(record),
     )
+
+
+def _snapshot_team(record: TaskRecord) -> teams_pb2.Team | None:
+    text = record.settings.get("team_yaml")
+    if not text:
+        return None
+    return team(parse_team(str(text), f"task {record.id[:8]}'s team"), "snapshot", str(text))
 
 
 def detail(value: Detail) -> tasks_pb2.Task:
@@ -184,4 +193,27 @@ def event(value: Event) -> stream_pb2.Event:
         kind=value.kind,  # type: ignore[arg-type]
         time=timestamp(value.time),
         json=value.json,
+    )
+
+
+def team(team: Team, source: str, text: str = "") -> teams_pb2.Team:
+    """A Team message (its YAML text given, or made)."""
+    return teams_pb2.Team(
+        name=team.name,
+        description=team.description,
+        mode=team.mode,
+        max_agents=team.max_agents,
+        review=team.review,
+        roles=[
+            teams_pb2.Role(
+                name=r.name,
+                description=r.description,
+                prompt_hint=r.prompt_hint,
+                max_instances=r.max_instances,
+                run_last=r.run_last,
+            )
+            for r in team.roles
+        ],
+        source=source,
+        yaml=text or team_to_yaml(team),
     )

@@ -10,8 +10,8 @@ import grpc
 from klaudio import validate
 from klaudio.rpc.v1 import teams_pb2, teams_pb2_grpc
 from klaudiod.scheduler import Scheduler
+from klaudiod.services import convert
 from klaudiod.services.errors import mapped
-from klaudiod.teams import Team, team_to_yaml
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -29,7 +29,7 @@ class TeamService(teams_pb2_grpc.TeamServiceServicer):
         found = await asyncio.to_thread(self._teams.list)
         invalid = await asyncio.to_thread(self._teams.invalid)
         return teams_pb2.ListTeamsResponse(
-            teams=[_team(team, source) for team, source in found], invalid=invalid
+            teams=[convert.team(team, source) for team, source in found], invalid=invalid
         )
 
     @mapped
@@ -40,7 +40,7 @@ class TeamService(teams_pb2_grpc.TeamServiceServicer):
         team = await asyncio.to_thread(self._teams.get, name)
         text = await asyncio.to_thread(self._teams.text, name)
         sources = dict((t.name, s) for t, s in await asyncio.to_thread(self._teams.list))
-        return teams_pb2.GetTeamResponse(team=_team(team, sources.get(team.name, ""), text))
+        return teams_pb2.GetTeamResponse(team=convert.team(team, sources.get(team.name, ""), text))
 
     @mapped
     async def AddTeam(
@@ -48,7 +48,10 @@ class TeamService(teams_pb2_grpc.TeamServiceServicer):
     ) -> teams_pb2.AddTeamResponse:
         text = validate.prompt(request.yaml, "the team")
         team = await asyncio.to_thread(self._teams.add, text, request.replace)
-        return teams_pb2.AddTeamResponse(team=_team(team, "user", text))
+        sources = dict((t.name, s) for t, s in await asyncio.to_thread(self._teams.list))
+        return teams_pb2.AddTeamResponse(
+            team=convert.team(team, sources.get(team.name, "user"), text)
+        )
 
     @mapped
     async def RemoveTeam(
@@ -56,25 +59,3 @@ class TeamService(teams_pb2_grpc.TeamServiceServicer):
     ) -> teams_pb2.RemoveTeamResponse:
         await asyncio.to_thread(self._teams.remove, validate.utf8(request.name, "name"))
         return teams_pb2.RemoveTeamResponse()
-
-
-def _team(team: Team, source: str, text: str = "") -> teams_pb2.Team:
-    return teams_pb2.Team(
-        name=team.name,
-        description=team.description,
-        mode=team.mode,
-        max_agents=team.max_agents,
-        review=team.review,
-        roles=[
-            teams_pb2.Role(
-                name=r.name,
-                description=r.description,
-                prompt_hint=r.prompt_hint,
-                max_instances=r.max_instances,
-                run_last=r.run_last,
-            )
-            for r in team.roles
-        ],
-        source=source,
-        yaml=text or team_to_yaml(team),
-    )

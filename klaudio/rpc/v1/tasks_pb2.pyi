@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from klaudio.rpc.v1 import teams_pb2 as _teams_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -233,6 +234,7 @@ class TaskSettings(_message.Message):
     PIDS_LIMIT_FIELD_NUMBER: _builtins.int
     MAX_QUESTION_ROUNDS_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    TEAM_TEMPLATE_FIELD_NUMBER: _builtins.int
     team: _builtins.str
     model: _builtins.str
     max_turns: _builtins.int
@@ -244,6 +246,10 @@ class TaskSettings(_message.Message):
     pids_limit: _builtins.int
     max_question_rounds: _builtins.int
     network: _builtins.str
+    @_builtins.property
+    def team_template(self) -> _teams_pb2.Team:
+        """The team as it was when the task was created (its roles, limits, run-last roles)."""
+
     def __init__(
         self,
         *,
@@ -257,10 +263,11 @@ class TaskSettings(_message.Message):
         pids_limit: _builtins.int = ...,
         max_question_rounds: _builtins.int = ...,
         network: _builtins.str = ...,
+        team_template: _teams_pb2.Team | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["team_template", b"team_template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "image", b"image", "max_agents", b"max_agents", "max_question_rounds", b"max_question_rounds", "max_turns", b"max_turns", "memory", b"memory", "model", b"model", "network", b"network", "pids_limit", b"pids_limit", "team", b"team"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "image", b"image", "max_agents", b"max_agents", "max_question_rounds", b"max_question_rounds", "max_turns", b"max_turns", "memory", b"memory", "model", b"model", "network", b"network", "pids_limit", b"pids_limit", "team", b"team", "team_template", b"team_template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
