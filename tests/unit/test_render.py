@@ -1161,3 +1161,36 @@ def test_the_delivery_in_words() -> None:
         "delivery failed: no\\nway"
     )
     assert fmt.delivery_said(delivered_task()) == "has not delivered yet"
+
+
+def test_settled_prints_the_pull_request_url_last_and_fails_a_failed_delivery(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from klaudio.cli.task import settled
+
+    done = delivered_task(state="delivered", commit_id=COMMIT, pr_url=PR_URL)
+    assert settled(done) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{PR_URL}\n"
+    assert err.splitlines() == [
+        "klaudio: task 3f2a9c1e completed",
+        f"klaudio: task 3f2a9c1e delivered: commit 1a2b3c4d5e6f on klaudio/3f2a9c1e, pushed; "
+        f"pull request {PR_URL}",
+    ]
+    # A completed task whose later publication failed.
+    assert settled(delivered_task(state="failed", reason="github: 401 Bad credentials")) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        "klaudio: task 3f2a9c1e delivery failed: github: 401 Bad credentials"
+    )
+    failed = a_task(
+        state=8,
+        reason="delivery failed: boom",
+        delivery=Delivery(push=True, state="failed", reason="boom"),
+    )
+    assert settled(failed) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "klaudio: task 3f2a9c1e failed: delivery failed: boom\n")
+    assert settled(a_task(state=7)) == 0
+    assert capsys.readouterr() == ("", "klaudio: task 3f2a9c1e completed\n")
