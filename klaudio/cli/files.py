@@ -164,9 +164,22 @@ def _to_stdout(chunks: Iterator[bytes]) -> None:
     if sys.stdout.isatty():
         raise errors.InvalidArgument("not writing a tar archive to a terminal; redirect stdout")
     sys.stdout.flush()
-    for chunk in chunks:
-        sys.stdout.buffer.write(chunk)
-    sys.stdout.buffer.flush()
+    with _reader_may_leave():
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+
+@contextmanager
+def _reader_may_leave() -> Iterator[None]:
+    """Stop quietly when what reads stdout has gone (`| head`), as a pipeline expects."""
+    try:
+        yield
+    except BrokenPipeError:
+        # Nothing more can be written: later flushes go nowhere instead of failing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def copy_into(chunks: Iterator[bytes], dest: str, force: bool) -> Copied:
@@ -383,10 +396,11 @@ def diff(
         note(f"task {task_id} has no changes against its base commit")
         return
     if not sys.stdout.isatty():
-        sys.stdout.write(first)
-        for piece in pieces:
-            sys.stdout.write(piece)
-        sys.stdout.flush()
+        with _reader_may_leave():
+            sys.stdout.write(first)
+            for piece in pieces:
+                sys.stdout.write(piece)
+            sys.stdout.flush()
         return
     paint = _painter(color_enabled(), stat)
     with _pager(no_pager) as sink:

@@ -206,6 +206,20 @@ def test_diff_stat(worked: Worked) -> None:
     ]
 
 
+def test_a_reader_leaving_early_ends_diff_and_cp_quietly(worked: Worked) -> None:
+    (worked.workspace / "big.txt").write_text("".join(f"{n}\n" for n in range(300_000)))
+    klaudio = f"{sys.executable} -m klaudio"
+    for command in (f"task diff {worked.task_id}", f"task cp {worked.task_id}:. -"):
+        result = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {klaudio} {command} | head -c 10 > /dev/null"],
+            env=worked.instance.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (result.returncode, result.stderr) == (0, ""), command
+
+
 def test_diff_of_an_unchanged_task_says_so(daemon: Instance, tmp_path: Path) -> None:
     repo = git_repo(tmp_path / "repo")
     task_id = daemon.cli("task", "create", "x", "--repo", str(repo), check=True).stdout.strip()
