@@ -45,11 +45,18 @@ def load(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def changed(workspace: Path, base: dict[str, str]) -> list[Change]:
-    """The workspace's changes against base, sorted by path."""
+def changed(
+    workspace: Path, base: dict[str, str], skip: frozenset[str] = frozenset()
+) -> list[Change]:
+    """The workspace's changes against base, sorted by path.
+
+    The paths in skip, and what is beneath them (a task's inputs), are left out.
+    """
     current: dict[str, str] = {}
     for rel, st in safefs.walk(workspace):
-        if rel.split("/", 1)[0] in IGNORED:
+        if rel.split("/", 1)[0] in IGNORED or any(
+            rel == s or rel.startswith(s + "/") for s in skip
+        ):
             continue
         if stat.S_ISREG(st.st_mode):
             current[rel] = _file_blob(workspace, rel, st.st_size)

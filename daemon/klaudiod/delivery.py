@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from klaudio.errors import InvalidArgument, KlaudioError, Unavailable
-from klaudiod import forges, repo
+from klaudiod import forges, inputs, repo
 from klaudiod.records import Detail, RepoTemplateRecord, TaskRecord
 
 TOKEN_FILE_LIMIT = 64 << 10
@@ -95,6 +95,8 @@ def target(
             pr_target=template.pr_target,
             reviewers=template.reviewers,
         )
+    if template is None:
+        base = dataclasses.replace(base, token_env=default_token_env(url))
     pr = pr or base.pr
     push = push or pr or base.push
     commit = push or base.commit
@@ -114,6 +116,22 @@ def target(
             "bitbucket) in a repository template"
         )
     return chosen
+
+
+# Without a template, a task's token comes from the daemon's usual variable for its forge.
+TOKEN_VARIABLES = {
+    "github": ("GITHUB_TOKEN", "GH_TOKEN"),
+    "gitlab": ("GITLAB_TOKEN",),
+    "bitbucket": ("BITBUCKET_TOKEN",),
+}
+
+
+def default_token_env(url: str) -> str:
+    """The first of the forge's usual token variables set in the daemon's environment."""
+    for name in TOKEN_VARIABLES.get(forges.detect(url) or "", ()):
+        if os.environ.get(name):
+            return name
+    return ""
 
 
 def token(chosen: Target) -> str:
@@ -156,6 +174,11 @@ def mask(text: str, secret: str) -> str:
     for form in {secret, quote(secret, safe="")}:
         text = text.replace(form, "***")
     return text
+
+
+def inputs_given(task: TaskRecord) -> frozenset[str]:
+    """The workspace paths of the task's inputs: given, not made; never delivered."""
+    return frozenset(f"{inputs.WORKSPACE_DIR}/{name}" for name in task.inputs)
 
 
 def commit_message(detail: Detail) -> str:
@@ -207,6 +230,7 @@ def deliver(
             task.branch,
             commit_message(detail),
             author,
+            inputs_given(task),
         )
         done["delivered_commit"] = committed.commit
         if chosen.push:

@@ -249,7 +249,10 @@ async def deliver(kit: Kit, task: TaskRecord, override: Target | None = None) ->
         done = await asyncio.to_thread(
             delivery.deliver, task, detail, chosen, kit.files(task.id).git, author
         )
-    except delivery.DeliveryFailed as exc:
+    except Exception as exc:
+        if not isinstance(exc, delivery.DeliveryFailed):
+            log.exception("task %s: delivery: internal error", task.id)
+            exc = delivery.DeliveryFailed(f"internal error: {exc}")
         event = await kit.db.call(
             kit.store.set_delivery, task.id, "failed", delivery_reason=str(exc)
         )

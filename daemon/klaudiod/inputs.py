@@ -22,12 +22,15 @@ from klaudiod.workspace import TaskFiles
 WORKSPACE_DIR = "input"
 
 
-def check(paths: list[str]) -> list[Path]:
+def check(paths: list[str], own: tuple[Path, ...] = ()) -> list[Path]:
     """The inputs as paths, checked before anything is created.
+
+    own are the daemon's own directories (data, state): an input may neither be inside one
+    nor hold one (it would copy itself without end).
 
     Raises:
         InvalidArgument: naming a path that is not absolute, missing, a link, not a regular
-            file or directory, or whose name another input has too.
+            file or directory, the daemon's own, or whose name another input has too.
     """
     checked: list[Path] = []
     names: set[str] = set()
@@ -46,6 +49,13 @@ def check(paths: list[str]) -> list[Path]:
             raise InvalidArgument(f"--input {given}: a symbolic link; give what it points at")
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
             raise InvalidArgument(f"--input {given}: not a regular file or directory")
+        real = path.resolve()
+        for mine in own:
+            mine = mine.resolve()
+            if real == mine or mine in real.parents or real in mine.parents:
+                raise InvalidArgument(
+                    f"--input {given}: holds or is inside klaudio's own directory {mine}"
+                )
         if path.name in names:
             raise InvalidArgument(f"--input {given}: another input is named {path.name!r} too")
         names.add(path.name)

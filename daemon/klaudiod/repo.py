@@ -98,6 +98,9 @@ def clone(
     except (NotGitRepository, GitProtocolError, HangupException, OSError, KeyError) as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise InvalidArgument(f"--repo {source}: cannot clone: {_detail(exc)}") from None
+    except Exception as exc:  # dulwich's own (HTTPUnauthorized, ...): one line, no traceback
+        shutil.rmtree(target, ignore_errors=True)
+        raise Unavailable(f"--repo {source}: cannot clone: {_detail(exc)}") from None
 
 
 def _cloned(repository: Any) -> Cloned:
@@ -178,7 +181,8 @@ def commit_workspace(
     """Commit the workspace's files on branch of the daemon's bare repository, parent base.
 
     The files are read link-safely (a link is committed as a link); `.git`, `.klaudio`, the
-    top-level names in skip, and what the workspace's .gitignore files exclude are left out.
+    paths in skip (and what is beneath them), and what the workspace's .gitignore files
+    exclude are left out.
     Nothing changed against base is not an error: the result has changed 0 and the branch
     points at base.
     """
@@ -253,6 +257,8 @@ def push(git_dir: Path, url: str, branch: str, credentials: Credentials | None) 
             )
     except (GitProtocolError, HangupException, OSError, KeyError, KlaudioError) as exc:
         raise Unavailable(f"push of {branch} refused: {_detail(exc)}") from None
+    except Exception as exc:  # dulwich's own (HTTPUnauthorized, ...): one line, no traceback
+        raise Unavailable(f"push of {branch} refused: {_detail(exc)}") from None
     refused = {k: v for k, v in (getattr(result, "ref_status", None) or {}).items() if v}
     if refused:
         why = "; ".join(f"{k.decode()}: {v}" for k, v in refused.items())
@@ -264,11 +270,11 @@ def _work(workspace: Path, skip: frozenset[str]) -> Iterator[tuple[str, int, byt
     ignores: dict[str, Any] = {}
 
     def enter(entry: safefs.Entry) -> bool:
-        return not _ignored(ignores, entry.path + "/")
+        return entry.path not in skip and not _ignored(ignores, entry.path + "/")
 
     for entry in safefs.scan(workspace, enter):
         top = entry.path.split("/", 1)[0]
-        if top in NOT_WORK or top in skip:
+        if top in NOT_WORK or entry.path in skip:
             continue
         mode = entry.stat.st_mode
         if stat.S_ISDIR(mode):

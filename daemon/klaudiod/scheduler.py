@@ -136,7 +136,8 @@ class Scheduler:
                 f"--repo {request.source} is not the template's repository {template.url}"
             )
         target = delivery.target(source, template, request.push, request.pr, request.pr_target)
-        given = inputs.check(list(request.inputs))
+        paths = self._kit.paths
+        given = inputs.check(list(request.inputs), (paths.data_dir, paths.state_dir))
         task_id = uuid.uuid4().hex[:12]
         files = self._kit.files(task_id)
         branch = config.git.branch_prefix + task_id[:8] if target.branch else ""
@@ -430,17 +431,17 @@ class Scheduler:
                     "delivery failed, can be published"
                 )
             recorded = delivery.Target.from_dict(task.delivery)
-            chosen = delivery.target(
-                task.repo,
-                None,
-                push or bool(recorded and recorded.push),
-                pr or bool(recorded and recorded.pr),
-                recorded.pr_target if recorded else "",
-            )
             if recorded is not None:
+                # What the task was created with, and what this publication adds to it.
                 chosen = dataclasses.replace(
-                    recorded, push=chosen.push, pr=chosen.pr, commit=True, branch=True
+                    recorded,
+                    pr=recorded.pr or pr,
+                    push=recorded.push or push or pr,
+                    commit=True,
+                    branch=True,
                 )
+            else:
+                chosen = delivery.target(task.repo, None, push, pr, "")
             if not chosen.delivers:
                 raise InvalidArgument(
                     f"task {task_id[:8]} has nothing to deliver: give --push or --pr"

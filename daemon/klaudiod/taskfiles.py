@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from klaudio.errors import InvalidArgument
-from klaudiod import changes, repo, safefs
+from klaudiod import changes, delivery, repo, safefs
 from klaudiod.records import Detail
 from klaudiod.workspace import TaskFiles
 
@@ -38,7 +38,9 @@ class Listing:
 
 def listing(detail: Detail, files: TaskFiles) -> Listing:
     """The task's inputs, its changes against its base commit, and what its plan declared."""
-    changed = changes.changed(files.workspace, changes.load(files.base))
+    changed = changes.changed(
+        files.workspace, changes.load(files.base), delivery.inputs_given(detail.task)
+    )
     declared = sorted({path for sub in detail.subtasks for path in sub.files_involved})
     return Listing(detail.task.inputs, changed, declared)
 
@@ -129,7 +131,8 @@ def _check_tree(workspace: Path, rel: str, shown: str) -> None:
 def diff(detail: Detail, files: TaskFiles, summary: bool) -> Iterator[str]:
     """The task's change against its base commit: a unified diff, or one line per file."""
     task = detail.task
-    for change in changes.changed(files.workspace, changes.load(files.base)):
+    given = delivery.inputs_given(task)
+    for change in changes.changed(files.workspace, changes.load(files.base), given):
         old = (
             repo.blob(files.git, task.base_commit, change.path)
             if task.base_commit and change.status != "added" and files.git.is_dir()
