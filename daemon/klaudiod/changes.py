@@ -53,15 +53,20 @@ def changed(
     The paths in skip, and what is beneath them (a task's inputs), are left out.
     """
     current: dict[str, str] = {}
-    for rel, st in safefs.walk(workspace):
+    for entry in safefs.scan(workspace):
+        rel, st = entry.path, entry.stat
+        safefs.parts(rel)  # a name with NUL or newline is refused, named
         if rel.split("/", 1)[0] in IGNORED or any(
             rel == s or rel.startswith(s + "/") for s in skip
         ):
             continue
-        if stat.S_ISREG(st.st_mode):
-            current[rel] = _file_blob(workspace, rel, st.st_size)
-        elif stat.S_ISLNK(st.st_mode):
-            current[rel] = _link_blob(workspace, rel)
+        try:
+            if stat.S_ISREG(st.st_mode):
+                current[rel] = _file_blob(entry, st.st_size)
+            elif stat.S_ISLNK(st.st_mode):
+                current[rel] = _link_blob(entry)
+        except (FileNotFoundError, safefs.Refused):
+            continue  # gone or replaced since it was listed
     changes = [Change("added" if p not in base else "modified", p) for p in current]
     changes = [c for c in changes if base.get(c.path) != current[c.path]]
     changes += [Change("deleted", p) for p in base if p not in current]
@@ -74,18 +79,16 @@ def _blob(size: int) -> hashlib._Hash:
     return digest
 
 
-def _file_blob(root: Path, rel: str, size: int) -> str:
+def _file_blob(entry: safefs.Entry, size: int) -> str:
     digest = _blob(size)
-    with safefs.open_read(root, rel) as handle:
+    with os.fdopen(safefs.open_entry(entry), "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _link_blob(root: Path, rel: str) -> str:
-    parent, _, name = rel.rpartition("/")
-    with safefs.directory(root, parent) as fd:
-        target = os.fsencode(os.readlink(name, dir_fd=fd))
+def _link_blob(entry: safefs.Entry) -> str:
+    target = os.fsencode(safefs.read_link(entry))
     digest = _blob(len(target))
     digest.update(target)
     return digest.hexdigest()

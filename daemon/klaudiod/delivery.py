@@ -233,6 +233,9 @@ def deliver(
             inputs_given(task),
         )
         done["delivered_commit"] = committed.commit
+        if committed.changed == 0:
+            done["delivery_reason"] = "nothing to deliver: the work changed no file"
+            return done  # no branch pushed, no pull request of nothing
         if chosen.push:
             repo.push(git_dir, chosen.url, task.branch, credentials(chosen))
         if chosen.pr:

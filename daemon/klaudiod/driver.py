@@ -259,8 +259,7 @@ async def deliver(kit: Kit, task: TaskRecord, override: Target | None = None) ->
         kit.bus.publish([event])
         log.info("task %s: delivery failed: %s", task.id, exc)
         return str(exc)
-    event = await kit.db.call(
-        kit.store.set_delivery, task.id, "delivered", delivery_reason="", **done
-    )
+    done.setdefault("delivery_reason", "")
+    event = await kit.db.call(kit.store.set_delivery, task.id, "delivered", **done)
     kit.bus.publish([event])
     return ""

@@ -35,7 +35,11 @@ def check(paths: list[str], own: tuple[Path, ...] = ()) -> list[Path]:
     checked: list[Path] = []
     names: set[str] = set()
     for given in paths:
-        safefs.parts(given.lstrip("/") or ".")  # NUL, newline, length: refused, named
+        shown = given.encode("unicode_escape").decode("ascii")
+        if "\0" in given or "\n" in given:
+            raise InvalidArgument(f"--input {shown}: NUL or newline in a path")
+        if ".." in given.split("/"):
+            raise InvalidArgument(f"--input {shown}: '..' is not allowed")
         path = Path(given)
         if not path.is_absolute():
             raise InvalidArgument(f"--input {given}: not an absolute path")

@@ -12,6 +12,7 @@ URL or a config file.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import stat
 import time
@@ -187,6 +188,7 @@ def commit_workspace(
     points at base.
     """
     from dulwich.index import commit_tree
+    from dulwich.object_store import MemoryObjectStore
     from dulwich.objects import Blob, Commit
     from dulwich.repo import Repo
 
@@ -194,11 +196,18 @@ def commit_workspace(
     with opened as repository:
         store = repository.object_store
         entries: list[tuple[bytes, Any, int]] = []
+        new: list[Any] = []
         for path, mode, data in _work(workspace, skip):
             item = Blob.from_string(data)
-            store.add_object(item)
+            if item.id not in store:  # most files are the base's: nothing to write
+                new.append(item)
             entries.append((path.encode("utf-8", "surrogateescape"), item.id, mode))
-        tree = commit_tree(store, entries)
+        trees: Any = MemoryObjectStore()
+        tree = commit_tree(trees, entries)
+        new += [trees[sha] for sha in trees if sha not in store]
+        if new:
+            # One pack for all of it, not a loose file (and a lock and a rename) per object.
+            store.add_objects([(obj, None) for obj in new])
         parent = repository[base.encode()] if base else None
         changed = _changes(store, parent.tree if parent else None, tree)
         ref = b"refs/heads/" + branch.encode()
@@ -276,6 +285,7 @@ def _work(workspace: Path, skip: frozenset[str]) -> Iterator[tuple[str, int, byt
         top = entry.path.split("/", 1)[0]
         if top in NOT_WORK or entry.path in skip:
             continue
+        safefs.parts(entry.path)  # a name with NUL or newline is refused, named
         mode = entry.stat.st_mode
         if stat.S_ISDIR(mode):
             continue
@@ -292,13 +302,12 @@ def _work(workspace: Path, skip: frozenset[str]) -> Iterator[tuple[str, int, byt
                     "commit takes; list it in .gitignore"
                 )
             try:
-                yield (
-                    entry.path,
-                    _file_mode(mode),
-                    safefs.read_bytes(workspace, entry.path, 1 << 31),
-                )
+                # Through the scan's own directory fd: any name git takes (a newline, say).
+                fd = safefs.open_entry(entry)
             except (FileNotFoundError, safefs.Refused):
                 continue  # gone or replaced meanwhile: not committed
+            with os.fdopen(fd, "rb") as handle:
+                yield entry.path, _file_mode(mode), handle.read(MAX_BLOB + 1)
 
 
 def _file_mode(mode: int) -> int:

@@ -51,7 +51,7 @@ def copy(files: TaskFiles, path: str, scratch: Path) -> Iterator[bytes]:
     Raises:
         InvalidArgument: naming what is refused; nothing is sent then.
     """
-    rel = "" if path.strip() in ("", ".", "./") else "/".join(safefs.parts(path))
+    rel = "" if path in ("", ".", "./") else "/".join(safefs.parts(path))
     found = safefs.kind(files.workspace, rel) if rel else "dir"
     if found == "missing":
         raise InvalidArgument(f"{path}: no such file or directory in the workspace")

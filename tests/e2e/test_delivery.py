@@ -63,8 +63,8 @@ FORGES: dict[str, dict[str, str]] = {
     "github": {"username": "x-access-token", "reviewer": "alice"},
     "github-enterprise": {"username": "x-access-token", "reviewer": "alice"},
     "gitlab": {"username": "oauth2", "reviewer": "alice"},
-    # A Bitbucket account id of the newer, 24-hex-digit form (see the xfail below for the
-    # 557058:... and {UUID} forms).
+    # A Bitbucket account id of the newer, 24-hex-digit form (the 557058:... and {UUID} forms
+    # are tested below).
     "bitbucket": {"username": "x-token-auth", "reviewer": "5b10ac8d82e05b22cc7d4ef5"},
 }
 
@@ -460,12 +460,6 @@ def test_a_pull_request_is_opened_on_each_forge(
     assert remote.git.refs(remote.name)[f"refs/heads/{branch}"] == task["delivery"]["commit_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: `repo add --reviewer` takes only [A-Za-z0-9][A-Za-z0-9._@-]* "
-    "(daemon/klaudiod/services/repos.py), refusing the reviewers docs/delivery.md documents: "
-    "Bitbucket account ids 557058:... and {UUID}s, GitHub ORG/TEAM teams",
-)
 @pytest.mark.parametrize(
     ("url", "reviewer"),
     [
@@ -618,12 +612,6 @@ def test_publish_delivers_a_refused_delivery_once_the_token_is_fixed(
     assert instance.cli("task", "wait", task_id).returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: with nothing to commit, delivery still pushes the task branch (at the "
-    "base commit) and goes on to the pull request (which GitHub refuses: 'No commits between'); "
-    "docs/delivery.md: 'the branch points at the base commit and nothing is pushed'",
-)
 def test_nothing_to_commit_is_not_an_error_and_pushes_nothing(
     instance: Instance, model: FakeModel, remotes: Callable[..., Remote]
 ) -> None:
@@ -977,13 +965,7 @@ CP_REFUSED = [
     *((p, re.escape(shown(p)) + ": NUL or newline in a path") for p in (
         "nl\nname", "sub/ok.txt\n../../etc/passwd", "leak\n", "sub/\n",
     )),
-    pytest.param(
-        "\n", r"\\n: NUL or newline in a path",
-        marks=pytest.mark.xfail(strict=True, reason="product bug: taskfiles.copy takes a PATH "
-            "that is only whitespace ('\\n', ' ', '\\t') for the whole workspace (it tests "
-            "path.strip()), so a newline path is not refused and a file named ' ' cannot be "
-            "copied"),
-    ),
+    ("\n", r"\\n: NUL or newline in a path"),
     ("a" * 300, "a{300}: a name longer than 255 bytes"),
     ("sub/" + "a/" * 2100, r"sub/(a/)+\.\.\.: longer than \d+ bytes"),
     # Links the agent planted, named or passed through.
@@ -1177,11 +1159,7 @@ INPUT_REFUSED = [
     ("../nope", "--input OUT/nope: no such file or directory"),
     ("IN/nl\nname", "IN/nl\\nname: NUL or newline in a path"),
     ("IN/nothing\n/etc/passwd", "IN/nothing\\n/etc/passwd: NUL or newline in a path"),
-    pytest.param(
-        "/", "--input /: ",
-        marks=pytest.mark.xfail(strict=True, reason="product bug (message): `--input /` is "
-            "refused as \"'.': an empty path is not allowed\", naming neither --input nor /"),
-    ),
+    ("/", "--input /: "),
 ]  # fmt: skip
 
 

@@ -86,8 +86,9 @@ def checked(message: repos_pb2.RepoTemplate) -> RepoTemplateRecord:
     if message.auto_pr and not forge:
         raise InvalidArgument(f"cannot tell the forge of {url}: give --forge")
     for reviewer in message.reviewers:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}", reviewer):
-            raise InvalidArgument(f"--reviewer {reviewer!r}: not a user name")
+        # A login, ORG/TEAM (GitHub), an account id like 557058:... or a {UUID} (Bitbucket).
+        if not re.fullmatch(r"[A-Za-z0-9{][A-Za-z0-9._@:/{}-]{0,199}", reviewer):
+            raise InvalidArgument(f"--reviewer {reviewer!r}: not a user, team or account id")
     return RepoTemplateRecord(
         name=message.name,
         url=url,
