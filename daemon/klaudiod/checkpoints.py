@@ -3,6 +3,12 @@
 Archives live under `<data>/checkpoints/<task id>/<checkpoint id>.tar` (archive.py). One is
 recorded in the store only once it is complete on disk; a start-up sweep removes files no
 record names (a write cut short by a crash) and records whose file is gone.
+
+A restore extracts into a staging directory beside the workspace and renames trees into place.
+The trees it replaces are renamed aside (`.<name>.<token>.old`, beside them) and removed in a
+thread of their own once the restore is recorded: removing 50,000 files can take longer than
+the whole restore, and nobody needs to wait for it. The start-up sweep removes what a crash
+left aside.
 """
 
 from __future__ import annotations
@@ -10,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from klaudiod import archive, safefs, states
@@ -25,6 +34,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 RESTORING = "restore.tmp"
+# A tree put aside by a restore, to be removed: `.<name>.<12 hex digits>.old`.
+ASIDE = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.old")
 
 
 class Checkpoints:
@@ -131,6 +142,10 @@ class Checkpoints:
 
         await asyncio.to_thread(clean)
         await self.prune()
+        # What restores cut short by a crash left aside: removed without holding up the start.
+        remove_later(
+            lambda: leftovers(self._tasks_dir), f"leftovers of restores in {self._tasks_dir}"
+        )
 
     async def remove(self, task_id: str) -> None:
         """Remove every archive of a deleted task."""
@@ -150,21 +165,25 @@ class Checkpoints:
         detail = await self._db.call(store.detail, task.id)
         files = TaskFiles(self._tasks_dir, task.id)
         staging = files.root / RESTORING
-        await asyncio.to_thread(safefs.remove_tree, staging)
+        doomed: list[Path] = []
         try:
+            doomed += await asyncio.to_thread(_put_aside, staging)
             meta = await asyncio.to_thread(archive.extract, Path(record.path), record.size, staging)
             _check(meta, detail, record)
-            sessions = await asyncio.to_thread(_swap, staging, files, detail, meta)
+            sessions = await asyncio.to_thread(_swap, staging, files, detail, meta, doomed)
+            subtasks = {
+                key: states.SUBTASK_STOPPED if state == states.SUBTASK_RUNNING else state
+                for key, state in dict(meta.get("subtasks", {})).items()
+            }
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
+            reason = f"restored from checkpoint {record.id} ({record.reason}, {when})"
+            _, event = await self._db.call(store.restore, task.id, reason, subtasks, sessions)
+            self._bus.publish([event])
         finally:
-            await asyncio.to_thread(safefs.remove_tree, staging)
-        subtasks = {
-            key: states.SUBTASK_STOPPED if state == states.SUBTASK_RUNNING else state
-            for key, state in dict(meta.get("subtasks", {})).items()
-        }
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
-        reason = f"restored from checkpoint {record.id} ({record.reason}, {when})"
-        _, event = await self._db.call(store.restore, task.id, reason, subtasks, sessions)
-        self._bus.publish([event])
+            # What is left of the staging directory (all of it, for an archive refused) too.
+            doomed += await asyncio.to_thread(_put_aside, staging)
+            if doomed:
+                remove_later(lambda: doomed, f"what task {task.id} had before its restore")
         return record
 
 
@@ -201,20 +220,25 @@ def _check(meta: dict[str, object], detail: Detail, record: CheckpointRecord) ->
 
 
 def _swap(
-    staging: Path, files: TaskFiles, detail: Detail, meta: dict[str, object]
+    staging: Path,
+    files: TaskFiles,
+    detail: Detail,
+    meta: dict[str, object],
+    doomed: list[Path],
 ) -> dict[str, str]:
     """Move the extracted trees into place; return the agents' sessions to record.
 
-    Agents the checkpoint does not know (they started after it) start a new conversation.
+    The trees replaced are put aside and added to doomed, for the caller to remove. Agents the
+    checkpoint does not know (they started after it) start a new conversation.
     """
     known = dict(meta.get("agents", {}))  # type: ignore[call-overload]
     uid, gid = agent_user()
-    _replace(staging / "workspace", files.workspace)
+    _replace(staging / "workspace", files.workspace, doomed)
     sessions: dict[str, str] = {}
     for agent in detail.agents:
         saved = staging / "agents" / agent.name / "home"
         if agent.name in known and saved.is_dir() and agent.home:
-            _replace(saved, Path(agent.home))
+            _replace(saved, Path(agent.home), doomed)
             hand_over(Path(agent.home), uid, gid)
             sessions[agent.name] = str(known[agent.name])
         else:
@@ -222,14 +246,72 @@ def _swap(
     return sessions
 
 
-def _replace(new: Path, old: Path) -> None:
-    """Put the tree new where old is (both the daemon's own names), removing old."""
-    aside = old.with_name(f".{old.name}.old")
-    safefs.remove_tree(aside)
-    if os.path.lexists(old):
-        os.rename(old, aside)
-    os.rename(new, old)
-    safefs.remove_tree(aside)
+def _replace(new: Path, old: Path, doomed: list[Path]) -> None:
+    """Put the tree new where old is (both the daemon's own names); old goes aside, to doomed."""
+    aside = _put_aside(old)
+    try:
+        os.rename(new, old)
+    except BaseException:
+        for path in aside:
+            os.rename(path, old)  # back: never leave the task without the tree
+        raise
+    doomed += aside
+
+
+def _put_aside(path: Path) -> list[Path]:
+    """Rename path (if it is there) to a new `.<name>.<token>.old` beside it; [that], or []."""
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.old")
+    try:
+        os.rename(path, aside)  # a link is renamed, not followed
+    except FileNotFoundError:
+        return []
+    return [aside]
+
+
+def leftovers(tasks_dir: Path) -> list[Path]:
+    """The trees restores put aside that are still there (cut short by a crash, say).
+
+    They are beside what they replaced: in a task's directory (its workspace, the staging
+    directory) and in its agents' directories (their homes).
+    """
+    found: list[Path] = []
+    for folder in _listing(tasks_dir):
+        found += (p for p in _listing(folder) if ASIDE.fullmatch(p.name))
+        for agent in _listing(folder / "agents"):
+            found += (p for p in _listing(agent) if ASIDE.fullmatch(p.name))
+    return found
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The entries of a directory (not of a link to one); [] if it is not one."""
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def remove_later(find: Callable[[], list[Path]], what: str) -> threading.Thread:
+    """Remove the trees find() lists, in a thread of their own; the caller does not wait.
+
+    A daemon thread: a daemon that stops meanwhile leaves the rest to its next start-up sweep.
+    """
+
+    def remove() -> None:
+        started = time.monotonic()
+        doomed = find()
+        for path in doomed:
+            try:
+                safefs.remove_tree(path)
+            except (OSError, safefs.Refused) as exc:
+                log.warning("removing %s: %s", path, exc)
+        if doomed:
+            log.info("removed %s (%.2fs)", what, time.monotonic() - started)
+
+    thread = threading.Thread(target=remove, name="klaudio-remove", daemon=True)
+    thread.start()
+    return thread
 
 
 def _rel(files: TaskFiles, path: Path) -> str:
