@@ -379,8 +379,8 @@ def report_checkpoint(
             f"checkpoint through a task (once): `task stop` {fmt_time(e2e.stop)}, its checkpoint "
             f"({e2e.size / 2**30:.2f} GiB) written in {fmt_time(e2e.write)} (ratio to tar -cf "
             f"{e2e.write / create.median:.2f}); `task restore` {fmt_time(e2e.restore)} (ratio to "
-            f"tar -xf {e2e.restore / untar.median:.2f}; it also removes the workspace it replaces, "
-            f"which took {fmt_time(removal.median)} alone above)"
+            f"tar -xf {e2e.restore / untar.median:.2f}; the trees it replaces are removed "
+            f"afterwards in a thread: {fmt_time(removal.median)} alone above)"
         )
 
 
