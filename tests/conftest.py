@@ -172,7 +172,7 @@ def _environment(home: Path, model_url: str) -> dict[str, str]:
         KLAUDIO_DOCKER_BASE_IMAGE=BASE_IMAGE,
         KLAUDIO_DOCKER_EXTRA_CA_FILE=EXTRA_CA,
         # The tests' plans run several developers at once; the solo default is tested on its
-        # own (tests/e2e/test_teams.py).
+        # own (tests/e2e/test_team_templates.py).
         KLAUDIO_TEAMS_DEFAULT="parallel-devs",
         ANTHROPIC_API_KEY="sk-test-not-a-secret",
         NO_COLOR="1",
