@@ -226,7 +226,7 @@ def test_rm_removes_and_then_exits_3(daemon: Instance) -> None:
         (["w", WIDGETS, "--token-env", "1X"], "--token-env '1X': not a variable name"),
         (["w", WIDGETS, "--branch", "-x"], "--branch '-x': not a usable branch name"),
         (["w", WIDGETS, "--pr-target", "a..b"], "--pr-target 'a..b': not a usable branch"),
-        (["w", WIDGETS, "--reviewer", "a b"], "--reviewer 'a b': not a user name"),
+        (["w", WIDGETS, "--reviewer", "a b"], "--reviewer 'a b': not a user, team or account id"),
         (["w", WIDGETS, "--api-url", "ftp://x"], "--api-url ftp://x: expected an http(s) URL"),
         (["w", "https://example.com/x", "--auto-pr"], "cannot tell the forge of"),
         (["w", WIDGETS, "--auto-pr", "--no-auto-commit"], "--auto-pr needs --auto-commit"),

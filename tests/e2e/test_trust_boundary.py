@@ -90,9 +90,9 @@ def attacked(instance: Instance) -> Instance:
     return instance
 
 
-def create(instance: Instance, prompt: str) -> str:
+def create(instance: Instance, prompt: str, *args: str) -> str:
     return instance.cli(
-        "task", "create", prompt, "--start", "--auto-approve", check=True
+        "task", "create", prompt, "--start", "--auto-approve", *args, check=True
     ).stdout.strip()
 
 
@@ -287,8 +287,14 @@ def test_planted_context_files_are_replaced_not_written_through(
     after = subtask("after", "E2E-AFTER read the context", list(REPLACED_PLANTS))
     model.script("E2E-REPLACE", [[structured(plan(*deps, after))]])
     before = canary.snapshot()
+    # Eight developers: more than a built-in team allows.
+    team = attacked.home / "wide.yaml"
+    team.write_text(
+        "name: wide\nmode: dag\nmax_agents: 4\nroles:\n  - name: developer\n    max_instances: 10\n"
+    )
+    attacked.cli("team", "add", str(team), check=True)
 
-    task_id = create(attacked, "E2E-REPLACE go")
+    task_id = create(attacked, "E2E-REPLACE go", "--team", "wide")
     task = settle(attacked, task_id)
 
     for key in REPLACED_PLANTS:
