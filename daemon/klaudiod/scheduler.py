@@ -280,7 +280,7 @@ class Scheduler:
                 _, event = await self._kit.db.call(
                     self.store.create_task,
                     new_id,
-                    old.task.name,
+                    _default_name(prompt) if prompt else old.task.name,
                     prompt or old.task.prompt,
                     old.task.repo,
                     str(files.workspace),

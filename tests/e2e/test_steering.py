@@ -528,6 +528,7 @@ def test_relaunch_with_and_without_context(daemon: Instance, model: FakeModel) -
         assert done.returncode == 0, done.stderr + daemon.daemon_log()
         new = daemon.show(new_id)
         assert new["state"] == "completed" and new["prompt"] == prompt
+        assert new["name"] == prompt  # named after its own prompt, not the old task's
         assert new["workspace"] != old["workspace"]
         assert (Path(new["workspace"]) / "old.txt").read_text() == "from the old task\n"
         assert new["plan"]["subtasks"][0]["result"] == "saw: from the old task"
