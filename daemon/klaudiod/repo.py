@@ -57,9 +57,18 @@ class Cloned:
 
 
 def _transport_args(credentials: Credentials | None) -> dict[str, Any]:
-    if credentials is None:
-        return {}
-    return {"username": credentials.username, "password": credentials.password}
+    """dulwich transport arguments: the credentials, and the daemon's own SSH command.
+
+    Over SSH the daemon user's keys and agent are used, through `ssh` or the command its
+    environment names in GIT_SSH_COMMAND or GIT_SSH (as git does; never from a repository).
+    """
+    args: dict[str, Any] = {}
+    ssh = os.environ.get("GIT_SSH_COMMAND") or os.environ.get("GIT_SSH")
+    if ssh:
+        args["ssh_command"] = ssh
+    if credentials is not None:
+        args.update(username=credentials.username, password=credentials.password)
+    return args
 
 
 def clone(
@@ -99,6 +108,14 @@ def clone(
     except (NotGitRepository, GitProtocolError, HangupException, OSError, KeyError) as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise InvalidArgument(f"--repo {source}: cannot clone: {_detail(exc)}") from None
+    except ValueError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        if "origin_head" not in str(exc):
+            raise Unavailable(f"--repo {source}: cannot clone: {_detail(exc)}") from None
+        raise InvalidArgument(
+            f"--repo {source}: the repository's HEAD names no branch it has; "
+            "name the branch to clone with --branch"
+        ) from None
     except Exception as exc:  # dulwich's own (HTTPUnauthorized, ...): one line, no traceback
         shutil.rmtree(target, ignore_errors=True)
         raise Unavailable(f"--repo {source}: cannot clone: {_detail(exc)}") from None

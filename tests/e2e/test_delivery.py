@@ -30,11 +30,21 @@ import pytest
 from klaudio import errors
 from klaudio.client import Client, TaskOptions
 from klaudio.paths import resolve
-from tests.conftest import Instance, _environment, created_task, remove_containers
+from tests.conftest import Instance, _environment, created_task, remove_containers, wait_for
 from tests.e2e.test_run import plan, subtask
 from tests.fakemodel import FakeModel, Request, structured, text, tool_use
 from tests.forges import FAKES, FakeForge
-from tests.githttp import GIT_ENV, GitHttpServer, GitRequest, _basic, _read_body, git
+from tests.githttp import (
+    GIT_ENV,
+    GitHttpServer,
+    GitRequest,
+    _basic,
+    _read_body,
+    create_bare_repo,
+    git,
+    read_refs,
+    read_tree,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -845,6 +855,103 @@ def test_a_local_repository_path_still_works_without_delivery(
         :-1
     ] == [f"refs/heads/main {base}"]
     assert git("-C", source, "status", "--porcelain") == ""
+
+
+@dataclass
+class SshServer:
+    """An sshd of the test's own on 127.0.0.1, and the ssh command that reaches it."""
+
+    port: int
+    command: str  # for GIT_SSH_COMMAND: the test's key, and its host key as the only known one
+
+
+@pytest.fixture
+def ssh_server(tmp_path: Path) -> Iterator[SshServer]:
+    """sshd (as root, for root; key login only) with a fresh host key and client key."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if os.geteuid() != 0 or not os.path.exists(sshd):
+        pytest.skip("needs root and sshd (.ci/run installs openssh-server)")
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "client"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
+        )
+    shutil.copy(keys / "client.pub", keys / "authorized_keys")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (keys / "known_hosts").write_text(f"[127.0.0.1]:{port} {(keys / 'host.pub').read_text()}")
+    config = keys / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\n"
+        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        f"StrictModes no\nPidFile {keys / 'sshd.pid'}\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _listening(port), timeout=10, what="sshd to listen")
+        yield SshServer(
+            port,
+            f"ssh -i {keys / 'client'} -o IdentitiesOnly=yes -o BatchMode=yes"
+            f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={keys / 'known_hosts'}",
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_repository_over_ssh_is_cloned_and_pushed_with_the_daemons_ssh(
+    instance: Instance, model: FakeModel, ssh_server: SshServer, tmp_path: Path
+) -> None:
+    bare = tmp_path / "widgets.git"
+    base = create_bare_repo(bare, BASE_FILES)
+    url = f"ssh://root@127.0.0.1:{ssh_server.port}{bare}"
+    # The daemon user's ssh, as its environment names it (git's own variable).
+    instance.env["GIT_SSH_COMMAND"] = ssh_server.command
+    start(instance)
+    script(model, "E2E-SSH", EDIT)
+
+    result = run(instance, "E2E-SSH", "--repo", url, "--push")
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    task = instance.show(created_task(result))
+    branch = f"klaudio/{task['id'][:8]}"
+    assert (task["base_branch"], task["base_commit"]) == ("main", base)
+    assert task["delivery"]["state"] == "delivered", task["delivery"]
+    commit = task["delivery"]["commit_id"]
+    assert read_refs(bare) == {"refs/heads/main": base, f"refs/heads/{branch}": commit}
+    assert read_tree(bare, branch)["src/app.py"] == b'print("v2")\n'
+    workspace = Path(task["workspace"])
+    assert git("-C", workspace, "config", "--get", "remote.origin.url").strip() == url
+
+
+def test_an_ssh_repository_whose_head_names_no_branch_asks_for_one(
+    instance: Instance, ssh_server: SshServer, tmp_path: Path
+) -> None:
+    bare = tmp_path / "widgets.git"
+    base = create_bare_repo(bare, BASE_FILES)
+    git("-C", bare, "symbolic-ref", "HEAD", "refs/heads/gone")
+    url = f"ssh://root@127.0.0.1:{ssh_server.port}{bare}"
+    instance.env["GIT_SSH_COMMAND"] = ssh_server.command
+    start(instance)
+
+    refused = instance.cli("task", "create", "x", "--repo", url)
+    taken = instance.cli("task", "create", "x", "--repo", url, "--branch", "main", check=True)
+
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"klaudio: --repo {url}: the repository's HEAD names no branch it has; "
+        "name the branch to clone with --branch"
+    ]
+    assert instance.show(taken.stdout.strip())["base_commit"] == base
 
 
 def create_local_repo(path: Path) -> str:
