@@ -8,8 +8,10 @@ change the workspace with their Bash tool, as a model would.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -862,45 +864,92 @@ class SshServer:
     """An sshd of the test's own on 127.0.0.1, and the ssh command that reaches it."""
 
     port: int
+    host_key: str  # its public host key, for a known_hosts line
+    authorized: Path  # every user's authorized keys (one file: the tests' own server)
     command: str  # for GIT_SSH_COMMAND: the test's key, and its host key as the only known one
+
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.host_key}"
+
+    def authorize(self, public_key: Path) -> None:
+        with self.authorized.open("a") as keys:
+            keys.write(public_key.read_text())
 
 
 @pytest.fixture
-def ssh_server(tmp_path: Path) -> Iterator[SshServer]:
-    """sshd (as root, for root; key login only) with a fresh host key and client key."""
+def ssh_server() -> Iterator[SshServer]:
+    """sshd (as root; key login only, for any user) with a fresh host key and client key.
+
+    Its files are in a directory of /var/tmp that everyone may read: sshd reads a user's
+    authorized keys as that user.
+    """
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if os.geteuid() != 0 or not os.path.exists(sshd):
         pytest.skip("needs root and sshd (.ci/run installs openssh-server)")
-    keys = tmp_path / "ssh"
-    keys.mkdir(mode=0o700)
-    for name in ("host", "client"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
-        )
-    shutil.copy(keys / "client.pub", keys / "authorized_keys")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (keys / "known_hosts").write_text(f"[127.0.0.1]:{port} {(keys / 'host.pub').read_text()}")
-    config = keys / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\n"
-        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        f"StrictModes no\nPidFile {keys / 'sshd.pid'}\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
-    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    keys = Path(tempfile.mkdtemp(prefix="klaudio-e2e-sshd-", dir="/var/tmp"))
+    server: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(lambda: _listening(port), timeout=10, what="sshd to listen")
-        yield SshServer(
-            port,
+        keys.chmod(0o755)
+        for name in ("host", "client"):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)],
+                check=True,
+            )
+        authorized = keys / "authorized_keys"
+        shutil.copy(keys / "client.pub", authorized)
+        authorized.chmod(0o644)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        ssh = SshServer(port, (keys / "host.pub").read_text().strip(), authorized, "")
+        (keys / "known_hosts").write_text(ssh.known_hosts_line() + "\n")
+        ssh.command = (
             f"ssh -i {keys / 'client'} -o IdentitiesOnly=yes -o BatchMode=yes"
-            f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={keys / 'known_hosts'}",
+            f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={keys / 'known_hosts'}"
         )
+        config = keys / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\n"
+            f"AuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            f"StrictModes no\nPidFile {keys / 'sshd.pid'}\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+        server = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+        wait_for(lambda: _listening(port), timeout=10, what="sshd to listen")
+        yield ssh
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        shutil.rmtree(keys, ignore_errors=True)
+
+
+SSH_USER = "klaudio-e2e-ssh"
+
+
+@pytest.fixture
+def ssh_user() -> Iterator[pwd.struct_passwd]:
+    """An ordinary user who may use Docker and log in by key, with a home of its own in
+    /var/tmp (created for the test, removed afterwards)."""
+    if os.geteuid() != 0:
+        pytest.skip("making a user needs root")
+    home = Path(tempfile.mkdtemp(prefix="klaudio-e2e-home-", dir="/var/tmp"))
+    subprocess.run(["userdel", SSH_USER], check=False, capture_output=True)  # a crashed run's
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--shell", "/bin/sh", "--home-dir", str(home),
+         "--groups", "docker", SSH_USER],
+        check=True,
+    )  # fmt: skip
+    try:
+        # Not locked ("!"): sshd without PAM refuses a locked account even a key login.
+        subprocess.run(["usermod", "--password", "*", SSH_USER], check=True)
+        user = pwd.getpwnam(SSH_USER)
+        os.chown(home, user.pw_uid, user.pw_gid)
+        yield user
+    finally:
+        subprocess.run(["userdel", SSH_USER], check=False, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _listening(port: int) -> bool:
@@ -931,6 +980,49 @@ def test_a_repository_over_ssh_is_cloned_and_pushed_with_the_daemons_ssh(
     assert read_tree(bare, branch)["src/app.py"] == b'print("v2")\n'
     workspace = Path(task["workspace"])
     assert git("-C", workspace, "config", "--get", "remote.origin.url").strip() == url
+
+
+def test_over_ssh_the_daemon_users_own_keys_and_known_hosts_are_used(
+    ssh_user: pwd.struct_passwd, instance: Instance, model: FakeModel, ssh_server: SshServer
+) -> None:
+    # ssh_user comes first: it is torn down last, once its daemon has stopped.
+    home = Path(ssh_user.pw_dir)
+    dot_ssh = home / ".ssh"
+    dot_ssh.mkdir(mode=0o700)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(dot_ssh / "id_ed25519")],
+        check=True,
+    )
+    (dot_ssh / "known_hosts").write_text(ssh_server.known_hosts_line() + "\n")
+    ssh_server.authorize(dot_ssh / "id_ed25519.pub")
+    bare = home / "widgets.git"
+    base = create_bare_repo(bare, BASE_FILES)
+    for path in (home, *home.rglob("*")):
+        os.lchown(path, ssh_user.pw_uid, ssh_user.pw_gid)
+    url = f"ssh://{SSH_USER}@127.0.0.1:{ssh_server.port}{bare}"
+    # The daemon runs as that user, with no GIT_SSH_COMMAND: plain `ssh`, the user's ~/.ssh.
+    instance.runas = [
+        "setpriv", f"--reuid={ssh_user.pw_uid}", f"--regid={ssh_user.pw_gid}",
+        f"--groups={grp.getgrnam('docker').gr_gid}", "--",
+    ]  # fmt: skip
+    os.chown(instance.home, ssh_user.pw_uid, ssh_user.pw_gid)
+    instance.env["HOME"] = str(home)
+    instance.env.pop("GIT_SSH_COMMAND", None)
+    instance.env.pop("GIT_SSH", None)
+    start(instance)
+    script(model, "E2E-SSHU", EDIT)
+
+    result = run(instance, "E2E-SSHU", "--repo", url, "--push")
+
+    assert result.returncode == 0, result.stderr + result.stdout + instance.daemon_log()
+    task = instance.show(created_task(result))
+    branch = f"klaudio/{task['id'][:8]}"
+    assert task["base_commit"] == base
+    assert task["delivery"]["state"] == "delivered", task["delivery"]
+    for path in (bare, *bare.rglob("*")):  # root's git reads only a repository of root's
+        os.lchown(path, 0, 0)
+    assert read_refs(bare)[f"refs/heads/{branch}"] == task["delivery"]["commit_id"]
+    assert read_tree(bare, branch)["src/app.py"] == b'print("v2")\n'
 
 
 def test_an_ssh_repository_whose_head_names_no_branch_asks_for_one(
