@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from klaudio.events import CheckpointEvent
 from klaudiod import archive, safefs, states
 from klaudiod.db import Db
 from klaudiod.records import CheckpointRecord, Detail, TaskRecord
@@ -81,17 +82,14 @@ class Checkpoints:
                 written.size,
                 str(folder / f"{checkpoint_id}.tar"),
             )
-            event = await self._db.call(
-                store.emit,
-                task_id,
-                {
-                    "type": "checkpoint",
-                    "id": checkpoint_id,
-                    "reason": reason,
-                    "size": written.size,
-                    "files": written.files,
-                },
-            )
+            written_event: CheckpointEvent = {
+                "type": "checkpoint",
+                "id": checkpoint_id,
+                "reason": reason,
+                "size": written.size,
+                "files": written.files,
+            }
+            event = await self._db.call(store.emit, task_id, written_event)
             self._bus.publish([event])
             log.info(
                 "task %s: checkpoint %s (%s, %d bytes, %.2fs)",

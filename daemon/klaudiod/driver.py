@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+from klaudio import events
 from klaudio.errors import FailedPrecondition, KlaudioError
 from klaudiod import delivery, states
 from klaudiod.delivery import Target
@@ -108,7 +109,7 @@ class Driver:
             event = await kit.db.call(
                 kit.store.emit,
                 self.task_id,
-                {"type": "notice", "text": f"checkpoint failed: {exc}"},
+                events.notice(f"checkpoint failed: {exc}"),
             )
             kit.bus.publish([event])
 
@@ -253,13 +254,17 @@ async def deliver(kit: Kit, task: TaskRecord, override: Target | None = None) ->
         if not isinstance(exc, delivery.DeliveryFailed):
             log.exception("task %s: delivery: internal error", task.id)
             exc = delivery.DeliveryFailed(f"internal error: {exc}")
-        event = await kit.db.call(
-            kit.store.set_delivery, task.id, "failed", delivery_reason=str(exc)
-        )
+        event = await kit.db.call(kit.store.set_delivery, task.id, "failed", str(exc))
         kit.bus.publish([event])
         log.info("task %s: delivery failed: %s", task.id, exc)
         return str(exc)
-    done.setdefault("delivery_reason", "")
-    event = await kit.db.call(kit.store.set_delivery, task.id, "delivered", **done)
+    event = await kit.db.call(
+        kit.store.set_delivery,
+        task.id,
+        "delivered",
+        done.get("delivery_reason", ""),
+        done.get("delivered_commit"),
+        done.get("pr_url"),
+    )
     kit.bus.publish([event])
     return ""

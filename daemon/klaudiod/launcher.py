@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from klaudio import events
 from klaudio.config import SECRET_ENV, Config
 from klaudio.paths import Paths
 from klaudiod import agent as agentlib
@@ -168,9 +169,7 @@ class Launcher:
             ):
                 log.info("building agent image %s", tag)
                 notice = f"building the agent image {tag} (first use; this takes a minute)"
-                event = await self._db.call(
-                    self._db.store.emit, task_id, {"type": "notice", "text": notice}
-                )
+                event = await self._db.call(self._db.store.emit, task_id, events.notice(notice))
                 self._bus.publish([event])
                 await asyncio.to_thread(self._build, tag)
             self._image_checked = True

@@ -15,6 +15,7 @@ from typing import Any
 
 import peewee as pw
 
+from klaudio import events as payloads
 from klaudio.errors import FailedPrecondition, InvalidArgument, NotFound
 from klaudiod import migrations, states
 from klaudiod.models import (
@@ -123,7 +124,8 @@ class Store:
                 base_branch=(git or {}).get("base_branch", ""),
                 inputs=json.dumps(list((git or {}).get("inputs", []))),
             )
-            event = self._emit(task_id, {"type": "task", "state": states.CREATED, "reason": ""})
+            created: payloads.TaskEvent = {"type": "task", "state": states.CREATED, "reason": ""}
+            event = self._emit(task_id, created)
         return task.record(), event
 
     def task(self, task_id: str) -> TaskRecord:
@@ -226,7 +228,7 @@ class Store:
                 latest = self.plan(task_id)
                 task.approved_version = latest.version if latest else 0
             task.save()
-            payload: dict[str, Any] = {"type": "task", "state": target, "reason": reason}
+            payload: payloads.TaskEvent = {"type": "task", "state": target, "reason": reason}
             if resume_at is not None:
                 payload["resume_at"] = resume_at
             event = self._emit(task_id, payload)
@@ -249,7 +251,8 @@ class Store:
             task.control = control
             task.updated_at = time.time()
             task.save()
-            event = self._emit(task_id, {"type": "control", "control": control})
+            asked: payloads.ControlEvent = {"type": "control", "control": control}
+            event = self._emit(task_id, asked)
         return task.record(), event
 
     def paused_from(self, task_id: str) -> str:
@@ -315,19 +318,17 @@ class Store:
                     complexity=sub.complexity,
                     agent_role=sub.agent_role,
                 )
-            event = self._emit(
-                task_id,
-                {
-                    "type": "plan",
-                    "version": version,
-                    "source": source,
-                    "strategy": spec.strategy,
-                    "subtasks": [
-                        {"id": s.id, "name": s.name, "depends_on": list(s.depends_on)}
-                        for s in spec.subtasks
-                    ],
-                },
-            )
+            stored: payloads.PlanEvent = {
+                "type": "plan",
+                "version": version,
+                "source": source,
+                "strategy": spec.strategy,
+                "subtasks": [
+                    {"id": s.id, "name": s.name, "depends_on": list(s.depends_on)}
+                    for s in spec.subtasks
+                ],
+            }
+            event = self._emit(task_id, stored)
         return plan.record(), event
 
     def plan(self, task_id: str) -> PlanRecord | None:
@@ -365,7 +366,12 @@ class Store:
             elif state in (states.SUBTASK_PENDING, states.SUBTASK_RUNNING):
                 sub.reason = ""  # a reason belongs to the end it explained
             sub.save()
-            payload = {"type": "subtask", "id": sub.key, "name": sub.name, "state": state}
+            payload: payloads.SubtaskEvent = {
+                "type": "subtask",
+                "id": sub.key,
+                "name": sub.name,
+                "state": state,
+            }
             if sub.reason and state != states.SUBTASK_COMPLETED:
                 payload["reason"] = sub.reason
             event = self._emit(sub.task_id, payload)
@@ -387,14 +393,12 @@ class Store:
                     options=json.dumps(list(q.options)),
                     round=number,
                 )
-            return self._emit(
-                task_id,
-                {
-                    "type": "questions",
-                    "round": number,
-                    "questions": [{"id": q.id, "text": q.text} for q in questions],
-                },
-            )
+            asked: payloads.QuestionsEvent = {
+                "type": "questions",
+                "round": number,
+                "questions": [{"id": q.id, "text": q.text} for q in questions],
+            }
+            return self._emit(task_id, asked)
 
     @staticmethod
     def question_rounds(task_id: str) -> int:
@@ -446,7 +450,8 @@ class Store:
                 rows[key].answer = text
                 rows[key].answered_at = now
                 rows[key].save()
-            events = [self._emit(task_id, {"type": "answers", "answered": sorted(answers)})]
+            answered: payloads.AnswersEvent = {"type": "answers", "answered": sorted(answers)}
+            emitted = [self._emit(task_id, answered)]
             done = all(q.answer for q in rows.values())
             if done:
                 round_ = sorted((q.record() for q in rows.values()), key=lambda q: q.id)
@@ -456,9 +461,9 @@ class Store:
                     "answered",
                     planner_message=message(round_),
                 )
-                events.append(event)
-                return record, events, True
-        return task.record(), events, False
+                emitted.append(event)
+                return record, emitted, True
+        return task.record(), emitted, False
 
     def questions(self, task_id: str) -> list[QuestionRecord]:
         """The task's questions in the order they were asked."""
@@ -615,7 +620,7 @@ class Store:
         return run.record(agent.task_id, agent.name), event
 
     def _agent_event(self, agent: Agent, run: AgentRun) -> StreamEvent:
-        payload: dict[str, Any] = {
+        payload: payloads.AgentEvent = {
             "type": "agent",
             "agent": agent.name,
             "state": run.state,
@@ -685,16 +690,27 @@ class Store:
 
     # Delivery and repository templates ---------------------------------------------------
 
-    def set_delivery(self, task_id: str, state: str, **fields: str) -> StreamEvent:
-        """Record the delivery's state (and reason, delivered_commit, pr_url), with an event."""
+    def set_delivery(
+        self,
+        task_id: str,
+        state: str,
+        reason: str | None = None,
+        commit: str | None = None,
+        pr_url: str | None = None,
+    ) -> StreamEvent:
+        """Record the delivery's state, and the reason, commit and pull request given."""
         with db.atomic():
             task = self._task(task_id)
             task.delivery_state = state
-            for key, value in fields.items():
-                setattr(task, key, value)
+            payload: payloads.DeliveryEvent = {"type": "delivery", "state": state}
+            if reason is not None:
+                task.delivery_reason = payload["delivery_reason"] = reason
+            if commit is not None:
+                task.delivered_commit = payload["delivered_commit"] = commit
+            if pr_url is not None:
+                task.pr_url = payload["pr_url"] = pr_url
             task.updated_at = time.time()
             task.save()
-            payload: dict[str, Any] = {"type": "delivery", "state": state, **fields}
             return self._emit(task_id, payload)
 
     def delivered(self, task_id: str) -> tuple[TaskRecord, StreamEvent]:
@@ -722,7 +738,12 @@ class Store:
             task.reason = ""
             task.updated_at = time.time()
             task.save()
-            event = self._emit(task_id, {"type": "task", "state": states.COMPLETED, "reason": ""})
+            published: payloads.TaskEvent = {
+                "type": "task",
+                "state": states.COMPLETED,
+                "reason": "",
+            }
+            event = self._emit(task_id, published)
         return task.record(), event
 
     def add_repo(self, template: RepoTemplateRecord, replace: bool) -> RepoTemplateRecord:
@@ -860,7 +881,8 @@ class Store:
             task.resume_at = None
             task.updated_at = time.time()
             task.save()
-            event = self._emit(task_id, {"type": "task", "state": states.PAUSED, "reason": reason})
+            paused: payloads.TaskEvent = {"type": "task", "state": states.PAUSED, "reason": reason}
+            event = self._emit(task_id, paused)
         return task.record(), event
 
     def delete_checkpoints(self, ids: Iterable[str]) -> None:
@@ -895,7 +917,7 @@ class Store:
             AgentRun.update(output_offset=new_offset).where(AgentRun.id == run_id).execute()
         return events
 
-    def emit(self, task_id: str, payload: dict[str, Any], agent: str = "") -> StreamEvent:
+    def emit(self, task_id: str, payload: payloads.Lifecycle, agent: str = "") -> StreamEvent:
         """Persist a task event (not an agent's output line)."""
         with db.atomic():
             return self._emit(task_id, payload, agent)
@@ -917,7 +939,7 @@ class Store:
             )
         return list(query.order_by(StreamEvent.seq).limit(limit))
 
-    def _emit(self, task_id: str, payload: dict[str, Any], agent: str = "") -> StreamEvent:
+    def _emit(self, task_id: str, payload: payloads.Lifecycle, agent: str = "") -> StreamEvent:
         return StreamEvent.create(
             task=task_id,
             seq=self._last_seq(task_id) + 1,

@@ -141,6 +141,22 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+# The renderer's method for each kind of lifecycle event (klaudio.events.KINDS: a guard test
+# holds the two together).
+LIFECYCLE_HANDLERS = {
+    "task": "_task_state",
+    "plan": "_plan",
+    "questions": "_questions",
+    "answers": "_answers",
+    "subtask": "_subtask",
+    "agent": "_agent_state",
+    "notice": "_notice",
+    "control": "_control",
+    "delivery": "_delivery",
+    "checkpoint": "_checkpoint",
+}
+
+
 class Renderer:
     """Stateful renderer: one instance per stream, fed events in order."""
 
@@ -381,18 +397,8 @@ class Renderer:
         event = _parse(_str(payload))
         if event is None:
             return []
-        handlers: dict[str, Callable[[str, Event], list[str]]] = {
-            "task": self._task_state,
-            "plan": self._plan,
-            "questions": self._questions,
-            "answers": self._answers,
-            "subtask": self._subtask,
-            "agent": self._agent_state,
-            "notice": self._notice,
-            "control": self._control,
-            "delivery": self._delivery,
-        }
-        handler = handlers.get(_str(event.get("type")))
+        name = LIFECYCLE_HANDLERS.get(_str(event.get("type")))
+        handler: Callable[[str, Event], list[str]] | None = getattr(self, name) if name else None
         return handler(agent, event) if handler else []
 
     def _task_state(self, agent: str, event: Event) -> list[str]:
@@ -428,6 +434,10 @@ class Renderer:
             reason = _first_line(_str(event.get("delivery_reason")), _TEXT_MAX)
             return [self._task_line(f"── delivery failed: {reason or 'no reason given'}", _RED)]
         return [self._task_line(f"── delivery {_clean(state)}")] if state else []
+
+    def _checkpoint(self, agent: str, event: Event) -> list[str]:
+        """Nothing: checkpoints are listed by `klaudio task checkpoints`, not in the stream."""
+        return []
 
     def _notice(self, agent: str, event: Event) -> list[str]:
         """Render a daemon notice as '── <text>'."""

@@ -103,3 +103,16 @@ def test_proto_field_numbers_are_never_reused() -> None:
     assert not any(new.values()), (
         f"new fields {new}: run scripts/snapshot_proto_fields.py and commit tests/data/"
     )
+
+
+def test_every_lifecycle_event_kind_has_one_definition_and_a_renderer() -> None:
+    from typing import get_args, get_type_hints
+
+    from klaudio import events
+    from klaudio.cli.render import LIFECYCLE_HANDLERS, Renderer
+
+    declared = {get_args(get_type_hints(t)["type"])[0] for t in get_args(events.Lifecycle)}
+    assert declared == events.KINDS
+    assert set(LIFECYCLE_HANDLERS) == events.KINDS
+    for name in LIFECYCLE_HANDLERS.values():
+        assert callable(getattr(Renderer, name)), name
