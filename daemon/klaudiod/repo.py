@@ -110,6 +110,8 @@ def clone(
         raise InvalidArgument(f"--repo {source}: cannot clone: {_detail(exc)}") from None
     except ValueError as exc:
         shutil.rmtree(target, ignore_errors=True)
+        # dulwich's words for a remote whose HEAD names no branch it has (git clones such a
+        # repository with a warning and no checkout; a task needs a base commit).
         if "origin_head" not in str(exc):
             raise Unavailable(f"--repo {source}: cannot clone: {_detail(exc)}") from None
         raise InvalidArgument(
