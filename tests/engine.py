@@ -51,6 +51,8 @@ from typing import IO
 
 import pytest
 
+from tests.needs import need
+
 AGENT_IMAGE = os.environ.get("KLAUDIO_TEST_IMAGE", "klaudio-agent:test")
 BASE_IMAGE = os.environ.get("KLAUDIO_TEST_BASE_IMAGE", "klaudio-base:bookworm")
 EXTRA_CA = os.environ.get("KLAUDIO_TEST_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt")
@@ -600,10 +602,8 @@ def _started_engine() -> PrivateEngine:
 @pytest.fixture(scope="session")
 def private_engine_session() -> Iterator[PrivateEngine]:
     """The session's private engine; tests use `private_engine`, which tidies up after each."""
-    if os.geteuid() != 0:
-        pytest.skip("a private Docker engine needs root")
-    if shutil.which("dockerd") is None:
-        pytest.skip("dockerd is not installed")
+    need(os.geteuid() == 0, "root, for a private Docker engine")
+    need(shutil.which("dockerd") is not None, "dockerd, for a private Docker engine")
     engine = _started_engine()
     try:
         yield engine

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from klaudio.errors import InvalidArgument
 from klaudiod import changes, delivery, repo, safefs
@@ -58,24 +59,19 @@ def copy(files: TaskFiles, path: str, scratch: Path) -> Iterator[bytes]:
     if found not in ("file", "dir"):
         raise InvalidArgument(f"{path}: a {found.replace('-', ' ')}, not a file or directory")
     name = posixpath.basename(rel) or "workspace"
-    fd, tmp = tempfile.mkstemp(dir=scratch, prefix=".copy-", suffix=".tar")
-    os.close(fd)
-    os.unlink(tmp)
-    target = Path(tmp)
-    try:
-        if found == "dir":
-            _check_tree(files.workspace, rel, path)
-        _tar(target, name, files.workspace, rel, found == "dir")
-        with target.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
-    finally:
-        target.unlink(missing_ok=True)
+    if found == "dir":
+        _check_tree(files.workspace, rel, path)
+    # A file without a name in the daemon's own scratch directory, gone once closed.
+    with tempfile.TemporaryFile(dir=scratch, prefix=".copy-") as archive:
+        _tar(archive, name, files.workspace, rel, found == "dir")
+        archive.seek(0)
+        while chunk := archive.read(CHUNK):
+            yield chunk
 
 
-def _tar(target: Path, name: str, workspace: Path, rel: str, tree: bool) -> None:
+def _tar(archive: IO[bytes], name: str, workspace: Path, rel: str, tree: bool) -> None:
     """Write the archive of rel (a file, or a tree) under the member name name."""
-    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
         if not tree:
             parent, _, base = rel.rpartition("/")
             with safefs.open_read(workspace / parent if parent else workspace, base) as handle:

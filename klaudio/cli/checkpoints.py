@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from klaudio import validate
+from klaudio.cli import format as fmt
 from klaudio.cli.common import connect, note, out
 from klaudio.cli.task import Output, OutputOption, TaskId, example, print_task
 
@@ -36,7 +37,7 @@ def checkpoints(task_id: TaskId, output: OutputOption = Output.text) -> None:
         out(json.dumps([as_dict(c) for c in found], indent=2))
         return
     rows = [("ID", "CREATED", "REASON", "SIZE")]
-    rows += [(c.id, _local(c), c.reason, _size(c.size_bytes)) for c in found]
+    rows += [(c.id, _local(c), c.reason, fmt.size(c.size_bytes)) for c in found]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         out("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
@@ -72,15 +73,6 @@ def as_dict(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def _local(checkpoint: Checkpoint) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(checkpoint.created_at.seconds))
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 EPILOGS = {

@@ -353,26 +353,17 @@ class _Chunks(io.RawIOBase):
 
 def _counts(copied: Copied) -> str:
     if copied.kind == "file":
-        return _size(copied.size)
+        return fmt.size(copied.size)
     parts = [_plural(copied.files, "file"), _plural(copied.directories, "directory")]
     if copied.links:
         parts.append(_plural(copied.links, "link"))
-    return ", ".join([*parts, _size(copied.size)])
+    return ", ".join([*parts, fmt.size(copied.size)])
 
 
 def _plural(count: int, word: str) -> str:
     if count == 1:
         return f"1 {word}"
     return f"{count} {word[:-1]}ies" if word.endswith("y") else f"{count} {word}s"
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def diff(

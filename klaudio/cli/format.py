@@ -48,6 +48,16 @@ def local_time(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(seconds))
 
 
+def size(count: int) -> str:
+    """A byte count for people: '512 B', '251.5 KiB', '1.0 GiB'."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 def resumes(reason: str, resume_at: float | None) -> str:
     """'resumes by itself at <local time>' for a task the daemon will resume; else ''.
 

@@ -47,6 +47,7 @@ from tests.githttp import (
     read_refs,
     read_tree,
 )
+from tests.needs import need
 
 pytestmark = pytest.mark.docker
 
@@ -884,8 +885,8 @@ def ssh_server() -> Iterator[SshServer]:
     authorized keys as that user.
     """
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if os.geteuid() != 0 or not os.path.exists(sshd):
-        pytest.skip("needs root and sshd (.ci/run installs openssh-server)")
+    need(os.geteuid() == 0, "root, for an sshd of the test's own")
+    need(os.path.exists(sshd), "sshd (.ci/run installs openssh-server)")
     keys = Path(tempfile.mkdtemp(prefix="klaudio-e2e-sshd-", dir="/var/tmp"))
     server: subprocess.Popen[bytes] | None = None
     try:
@@ -932,8 +933,7 @@ SSH_USER = "klaudio-e2e-ssh"
 def ssh_user() -> Iterator[pwd.struct_passwd]:
     """An ordinary user who may use Docker and log in by key, with a home of its own in
     /var/tmp (created for the test, removed afterwards)."""
-    if os.geteuid() != 0:
-        pytest.skip("making a user needs root")
+    need(os.geteuid() == 0, "root, to make a user")
     home = Path(tempfile.mkdtemp(prefix="klaudio-e2e-home-", dir="/var/tmp"))
     subprocess.run(["userdel", SSH_USER], check=False, capture_output=True)  # a crashed run's
     subprocess.run(
@@ -1367,8 +1367,8 @@ def test_input_refuses_links_special_files_and_odd_names(
     planted: Planted, given: str, message: str
 ) -> None:
     where = inputs_dir(planted)
-    if given in ("IN/dev", "IN/withdev") and not (where / "withdev").exists():
-        pytest.skip("cannot make a device node here")
+    if given in ("IN/dev", "IN/withdev"):
+        need((where / "withdev").exists(), "a device node made for the test")
     before = sorted(planted.instance.task_ids())
     # The same option of `run` and `task create`: each gets half of the payloads.
     verb = ["run", "-y"] if len(given) % 2 else ["task", "create"]

@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from tests.engine import AGENT_IMAGE, PrivateEngine, image_id, pid_alive
+from tests.needs import need
 
 # Until tests/conftest.py provides them, this module brings in the private engine fixtures.
 pytestmark = pytest.mark.docker
@@ -71,8 +72,7 @@ def test_the_main_engines_networking_is_left_alone(private_engine: PrivateEngine
         text=True,
         check=False,
     ).stdout.strip()
-    if not main_bridge:
-        pytest.skip("the main engine has no bridge network")
+    need(bool(main_bridge), "a bridge network on the main Docker engine")
     assert private_engine.bridge != main_bridge
     assert Path("/sys/class/net", main_bridge).exists()
 

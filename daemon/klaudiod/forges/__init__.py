@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
@@ -116,7 +117,7 @@ class Forge(Protocol):
         ...
 
 
-class BaseForge:
+class BaseForge(ABC):
     """What the forges share: the API client, URL parsing, clone credentials, a safe repr."""
 
     name: ClassVar[str]
@@ -137,14 +138,14 @@ class BaseForge:
         return f"{type(self).__name__}({self.api_url!r})"
 
     @classmethod
+    @abstractmethod
     def auth_headers(cls, token: str) -> dict[str, str]:
         """The headers that authenticate an API call."""
-        raise NotImplementedError
 
     @staticmethod
+    @abstractmethod
     def describe(data: object, text: str) -> str:
         """The forge's own message from an error body (parsed JSON, or None, and raw text)."""
-        raise NotImplementedError
 
     @classmethod
     def default_api_url(cls, host: str | None = None) -> str:
@@ -203,21 +204,21 @@ class BaseForge:
         """Reviewers as the forge's calls take them (user ids, say), before anything is opened."""
         return list(reviewers)
 
+    @abstractmethod
     def find(self, repo: RepoRef, head: str, base: str) -> dict[str, Any] | None:
         """The open pull request from head to base in repo itself (not from a fork), if any."""
-        raise NotImplementedError
 
+    @abstractmethod
     def create(
         self, repo: RepoRef, head: str, base: str, title: str, body: str, reviewers: list[Any]
     ) -> PullRequest:
         """Open a pull request (with its reviewers, where the forge takes them at once)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def update(
         self, repo: RepoRef, found: dict[str, Any], title: str, body: str, reviewers: list[Any]
     ) -> PullRequest:
         """Replace the title and body of found (adding reviewers, where the forge takes them)."""
-        raise NotImplementedError
 
     def already_exists(self, exc: ForgeError) -> bool:
         """Whether a failed create means an open pull request from head to base exists."""
@@ -225,6 +226,7 @@ class BaseForge:
 
     def request_reviewers(self, repo: RepoRef, pr: PullRequest, reviewers: list[Any]) -> None:
         """Ask reviewers for a review, where that is a call of its own."""
+        return  # by default the forge took them with create or update
 
 
 def redact(url: str) -> str:
