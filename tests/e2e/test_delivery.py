@@ -902,12 +902,14 @@ def ssh_server() -> Iterator[SshServer]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        ssh = SshServer(port, (keys / "host.pub").read_text().strip(), authorized, "")
-        (keys / "known_hosts").write_text(ssh.known_hosts_line() + "\n")
-        ssh.command = (
+        ssh = SshServer(
+            port,
+            (keys / "host.pub").read_text().strip(),
+            authorized,
             f"ssh -i {keys / 'client'} -o IdentitiesOnly=yes -o BatchMode=yes"
-            f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={keys / 'known_hosts'}"
+            f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={keys / 'known_hosts'}",
         )
+        (keys / "known_hosts").write_text(ssh.known_hosts_line() + "\n")
         config = keys / "sshd_config"
         config.write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\n"
